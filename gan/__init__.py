@@ -1,0 +1,1 @@
+"""dcgan-ray: DCGAN training on Ray Train, streaming WebDataset shards, tracked in MLflow."""

@@ -1,0 +1,218 @@
+"""Typed job configs: one dataclass per job, filled from defaults, then a YAML file, then CLI flags.
+
+Every field is a flag (`latent_dim` -> `--latent-dim`, booleans as `--flag/--no-flag`), documented by the
+`doc` in its metadata and checked by `validate()` before any Ray or MLflow work starts.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config value a user must change; the message names the flag and the fix."""
+
+
+def option(default: Any, doc: str, **checks: Any) -> Any:
+    """A config field with its help text and range checks (min, max, gt, choices)."""
+    return field(default=default, metadata={"doc": doc, **checks})
+
+
+def flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _is_remote(path: str) -> bool:
+    return "://" in path
+
+
+def absolute(path: str) -> str:
+    """Local paths become absolute so Ray workers (other cwd) see the same place; URIs stay as they are."""
+    return path if _is_remote(path) else str(Path(path).expanduser().resolve())
+
+
+@dataclass
+class TrainConfig:
+    """Everything one DCGAN training run needs; `jobs/train.py` fills it and workers rebuild it."""
+
+    # data
+    shards: str = option("data/digits", "Folder or s3:// prefix holding shards.json and the tar shards.")
+    resolution: int = option(32, "Image side in pixels; must match the shards.", choices=(32, 64))
+    shuffle_buffer: int = option(1000, "Samples held in the in-stream shuffle buffer.", min=1)
+    loader_workers: int = option(0, "DataLoader processes per training worker (0 = decode in the training process).", min=0)
+    strict: bool = option(False, "Fail the run on any bad shard instead of counting and skipping it.")
+    # schedule
+    epochs: int = option(40, "Total epochs (a resumed run continues up to this number).", min=1, max=100_000)
+    steps_per_epoch: int = option(0, "Cap on steps per epoch, for smoke runs (0 = a full pass over the shards).", min=0)
+    batch_size: int = option(64, "Images per step on each worker.", min=2, max=65_536)
+    seed: int = option(0, "Seed for weights, fixed noise and shard order.", min=0)
+    # model and optimiser (Radford et al. 2015)
+    latent_dim: int = option(100, "Length of the generator's noise vector z.", min=1, max=4096)
+    g_features: int = option(64, "Generator width: channels of its last hidden layer.", min=1, max=1024)
+    d_features: int = option(64, "Discriminator width: channels of its first layer.", min=1, max=1024)
+    lr: float = option(2e-4, "Adam learning rate of the generator and the discriminator.", gt=0.0, max=1.0)
+    beta1: float = option(0.5, "Adam beta1 (0.5 per the DCGAN paper).", min=0.0, lt=1.0)
+    # resources
+    num_workers: int = option(2, "Ray Train workers (DDP ranks).", min=1, max=4096)
+    cpus_per_worker: float = option(1.0, "CPUs reserved per worker; also its torch thread count.", gt=0.0)
+    use_gpu: bool = option(False, "One GPU per worker, NCCL backend.")
+    max_failures: int = option(1, "Worker-group restarts Ray Train may make from the latest checkpoint.", min=0)
+    # tracking and storage
+    tracking_uri: str = option("sqlite:///mlruns.db", "MLflow tracking URI: a local sqlite file or http(s)://server.")
+    artifact_root: str = option("mlartifacts", "Artifact folder for a new experiment on a local sqlite store.")
+    experiment: str = option("dcgan", "MLflow experiment name.")
+    run_name: str = option("", "Ray Train run name; reuse one with the same --storage-path to resume it ('' = new).")
+    storage_path: str = option("ray_results", "Where Ray Train keeps checkpoints: a folder or s3:// prefix.")
+    log_every: int = option(10, "Steps between metric logs (losses are reduced over this window).", min=1)
+    keep_checkpoints: int = option(2, "Checkpoints kept in storage (the newest ones).", min=1)
+
+    def resolved(self) -> "TrainConfig":
+        """Paths made absolute and a run name chosen, so every worker and every resume agree."""
+        tracking = self.tracking_uri
+        if tracking.startswith("sqlite:///") and not tracking.startswith("sqlite:////"):
+            tracking = "sqlite:///" + absolute(tracking.removeprefix("sqlite:///"))
+        run_name = self.run_name or f"{self.experiment}-{_timestamp()}"
+        return dataclasses.replace(
+            self,
+            shards=absolute(self.shards),
+            storage_path=absolute(self.storage_path),
+            artifact_root=absolute(self.artifact_root),
+            tracking_uri=tracking,
+            run_name=run_name,
+        )
+
+
+@dataclass
+class ShardConfig:
+    """How `jobs/make_shards.py` turns a dataset into WebDataset shards."""
+
+    out: str = option("data/digits", "Folder (or s3:// prefix) to write shards.json and the tar shards to.")
+    from_folder: str = option("", "Image folder (one sub-folder per class, or flat) instead of the built-in digits.")
+    resolution: int = option(32, "Image side in pixels after resize and center crop.", choices=(32, 64))
+    channels: int = option(1, "1 = grey, 3 = RGB.", choices=(1, 3))
+    samples_per_shard: int = option(100, "Images per tar shard (make at least a few shards per worker).", min=1)
+    holdout_fraction: float = option(0.1, "Share of images kept out of training for quality metrics.", min=0.0, lt=1.0)
+    seed: int = option(0, "Seed of the train/holdout split and shard order.", min=0)
+
+
+def _timestamp() -> str:
+    import datetime
+
+    return datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def _field_type(cls: type, f: dataclasses.Field) -> type:
+    hint = typing.get_type_hints(cls)[f.name]
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    return hint
+
+
+def _coerce(cls: type, f: dataclasses.Field, value: Any, source: str) -> Any:
+    kind = _field_type(cls, f)
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("true", "yes", "1", "on"):
+                return True
+            if text in ("false", "no", "0", "off"):
+                return False
+            raise ValueError(value)
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError(value)
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{flag_name(f.name)} ({source}): {value!r} is not a valid {kind.__name__}; "
+            f"{f.metadata['doc']}"
+        ) from None
+
+
+def validate(config: Any) -> Any:
+    """Raise ConfigError naming the first field outside its documented range."""
+    for f in dataclasses.fields(config):
+        value, meta = getattr(config, f.name), f.metadata
+        name = flag_name(f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{name}={value} must be a finite number")
+        problems = []
+        if "choices" in meta and value not in meta["choices"]:
+            problems.append(f"one of {', '.join(map(str, meta['choices']))}")
+        if "min" in meta and value < meta["min"]:
+            problems.append(f">= {meta['min']}")
+        if "gt" in meta and not value > meta["gt"]:
+            problems.append(f"> {meta['gt']}")
+        if "max" in meta and value > meta["max"]:
+            problems.append(f"<= {meta['max']}")
+        if "lt" in meta and not value < meta["lt"]:
+            problems.append(f"< {meta['lt']}")
+        if problems:
+            raise ConfigError(f"{name}={value} is out of range: it must be {' and '.join(problems)} ({meta['doc']})")
+    return config
+
+
+def parse(cls: type, argv: Sequence[str] | None = None, description: str = "") -> Any:
+    """Defaults <- YAML file (--config) <- CLI flags; unknown keys and out-of-range values raise ConfigError."""
+    parser = argparse.ArgumentParser(description=description or cls.__doc__,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--config", help="YAML file with field: value pairs (flags override it).")
+    for f in dataclasses.fields(cls):
+        help_text = f.metadata["doc"]
+        if _field_type(cls, f) is bool:
+            parser.add_argument(flag_name(f.name), action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            parser.add_argument(flag_name(f.name), default=None, metavar=f.name.upper(),
+                                help=f"{help_text} (default: {f.default})")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        if exit_.code not in (0, None):
+            raise ConfigError("unrecognised command-line arguments; run with --help for the list of flags") from None
+        raise
+
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    if args.config:
+        values.update(_read_yaml(args.config, cls, fields))
+    for name, f in fields.items():
+        given = getattr(args, name)
+        if given is not None:
+            values[name] = _coerce(cls, f, given, "command line")
+    return validate(cls(**values))
+
+
+def _read_yaml(path: str, cls: type, fields: dict[str, dataclasses.Field]) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"--config {path}: no such file") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"--config {path}: not valid YAML ({error})") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of field: value pairs")
+    values = {}
+    for key, value in loaded.items():
+        name = str(key).replace("-", "_")
+        if name not in fields:
+            raise ConfigError(f"--config {path}: unknown field {key!r}; valid fields are {', '.join(fields)}")
+        values[name] = _coerce(cls, fields[name], value, f"in {path}")
+    return values
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Plain dict for Ray's train_loop_config and MLflow params."""
+    return dataclasses.asdict(config)
+
+
+def from_dict(cls: type, values: dict[str, Any]) -> Any:
+    return validate(cls(**values))

@@ -1,0 +1,105 @@
+"""Shards -> batches for one Ray Train rank: the epoch plan (which rank reads which shards, how many steps)
+and the WebDataset pipeline (read tar, shuffle, decode, batch, normalise to [-1, 1]).
+
+Knows nothing of Ray: callers pass rank and world size. Every rank takes exactly `plan.steps` steps, because
+DDP hangs at the epoch end if one rank runs out of batches before the others.
+"""
+from __future__ import annotations
+
+import io
+import itertools
+import random
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+import webdataset as wds
+from PIL import Image
+
+from gan import storage
+from gan.manifest import ManifestError, ShardInfo
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    shards_by_rank: tuple[tuple[ShardInfo, ...], ...]
+    steps: int  # identical on every rank
+    batch_size: int
+
+    def samples_on(self, rank: int) -> int:
+        return sum(shard.samples for shard in self.shards_by_rank[rank])
+
+    @property
+    def unused_samples(self) -> int:
+        """Samples no rank reaches this epoch (tails that do not fill a whole step on every rank)."""
+        return sum(self.samples_on(r) for r in range(len(self.shards_by_rank))) - self.steps * self.batch_size * len(
+            self.shards_by_rank)
+
+
+def plan_epoch(shards: list[ShardInfo], world_size: int, batch_size: int, epoch: int, seed: int,
+               max_steps: int = 0) -> EpochPlan:
+    """Deal the shards out to ranks, disjoint and balanced by sample count, in an order that changes every
+    epoch (so the tail a rank cannot fill is a different one each epoch); all ranks compute the same plan."""
+    if len(shards) < world_size:
+        raise ManifestError(f"{len(shards)} training shards cannot feed {world_size} workers (each needs at least one): "
+                            f"rebuild the shards with a smaller --samples-per-shard or lower --num-workers")
+    order = np.random.default_rng([seed, epoch]).permutation(len(shards))
+    order = sorted(order, key=lambda i: -shards[i].samples)  # stable: equal sizes keep the epoch's shuffle
+    assigned: list[list[ShardInfo]] = [[] for _ in range(world_size)]
+    loads = [0] * world_size
+    for index in order:
+        rank = loads.index(min(loads))
+        assigned[rank].append(shards[index])
+        loads[rank] += shards[index].samples
+    steps = min(loads) // batch_size
+    if steps == 0:
+        raise ManifestError(f"a worker gets only {min(loads)} samples per epoch, fewer than --batch-size {batch_size}: "
+                            f"lower --batch-size or --num-workers, or add data")
+    if max_steps:
+        steps = min(steps, max_steps)
+    return EpochPlan(tuple(tuple(a) for a in assigned), steps, batch_size)
+
+
+def decode_image(png: bytes, resolution: int, channels: int) -> np.ndarray:
+    """PNG bytes -> (C, H, W) uint8; raises ValueError for an image of the wrong size or channel count."""
+    with Image.open(io.BytesIO(png)) as image:
+        array = np.asarray(image)
+    array = array[:, :, None] if array.ndim == 2 else array
+    if array.shape != (resolution, resolution, channels):
+        raise ValueError(f"image is {array.shape}, shards promise {(resolution, resolution, channels)}")
+    return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+def normalise(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [-1, 1], the range of the generator's Tanh."""
+    return images.float().div_(127.5).sub_(1.0)
+
+
+def _collate(samples: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    images = torch.from_numpy(np.stack([image for image, _ in samples]))
+    labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
+    return normalise(images), labels
+
+
+def rank_samples(root: str, shards: tuple[ShardInfo, ...], resolution: int, channels: int, shuffle_buffer: int,
+                 seed: int, handler: Callable[[Exception], bool] = wds.reraise_exception) -> wds.DataPipeline:
+    """Decoded (image, label, key) samples from these shards, shuffled within a buffer."""
+    def decode(sample: dict) -> tuple[np.ndarray, int, str]:
+        return decode_image(sample["png"], resolution, channels), int(sample.get("cls", b"-1")), sample["__key__"]
+
+    return wds.DataPipeline(
+        wds.SimpleShardList([storage.join(root, shard.name) for shard in shards]),
+        wds.tarfile_to_samples(handler=handler),
+        wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 100), rng=random.Random(seed)),
+        wds.map(decode, handler=handler),
+    )
+
+
+def rank_batches(root: str, plan: EpochPlan, rank: int, resolution: int, channels: int, shuffle_buffer: int,
+                 seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Exactly plan.steps batches of (images in [-1, 1] (B, C, H, W), labels) for this rank."""
+    samples = rank_samples(root, plan.shards_by_rank[rank], resolution, channels, shuffle_buffer, seed)
+    batches = samples.compose(wds.map(lambda s: (s[0], s[1])), wds.batched(plan.batch_size, collation_fn=_collate,
+                                                                             partial=False))
+    return itertools.islice(iter(batches), plan.steps)

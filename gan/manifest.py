@@ -1,0 +1,83 @@
+"""shards.json: what a shard set holds (image shape, classes, per-shard counts and sha256) and its version hash."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+from gan import storage
+
+MANIFEST_NAME = "shards.json"
+FORMAT_VERSION = 1
+
+
+class ManifestError(ValueError):
+    """The shard set is missing or does not fit the job; the message says which and how to fix it."""
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    name: str
+    samples: int
+    sha256: str
+
+
+@dataclass
+class Manifest:
+    resolution: int
+    channels: int
+    class_names: list[str]
+    splits: dict[str, list[ShardInfo]] = field(default_factory=dict)
+    image_format: str = "png"
+    source: str = ""
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def dataset_hash(self) -> str:
+        """Changes whenever any shard's bytes change: versions caches built from this set (e.g. real statistics)."""
+        digest = hashlib.sha256()
+        for split in sorted(self.splits):
+            for shard in self.splits[split]:
+                digest.update(f"{split}/{shard.name}:{shard.sha256}\n".encode())
+        return digest.hexdigest()[:16]
+
+    def shards(self, split: str) -> list[ShardInfo]:
+        if split not in self.splits or not self.splits[split]:
+            raise ManifestError(f"shard set has no {split!r} split (has: {', '.join(self.splits) or 'none'}); "
+                                f"rebuild it with jobs.make_shards")
+        return self.splits[split]
+
+    def sample_count(self, split: str) -> int:
+        return sum(shard.samples for shard in self.shards(split))
+
+    def to_json(self) -> str:
+        body = asdict(self)
+        body["dataset_hash"] = self.dataset_hash
+        return json.dumps(body, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Manifest":
+        body = json.loads(text)
+        body.pop("dataset_hash", None)
+        if body.get("format_version") != FORMAT_VERSION:
+            raise ManifestError(f"{MANIFEST_NAME} has format_version {body.get('format_version')}, this code reads "
+                                f"{FORMAT_VERSION}; rebuild the shards with jobs.make_shards")
+        body["splits"] = {split: [ShardInfo(**s) for s in shards] for split, shards in body["splits"].items()}
+        return cls(**body)
+
+
+def write_manifest(root: str, manifest: Manifest) -> None:
+    storage.write_bytes(storage.join(root, MANIFEST_NAME), manifest.to_json().encode())
+
+
+def read_manifest(root: str) -> Manifest:
+    location = storage.join(root, MANIFEST_NAME)
+    try:
+        text = storage.read_bytes(location).decode()
+    except FileNotFoundError:
+        raise ManifestError(f"no {MANIFEST_NAME} at {location}: point --shards at a folder made by "
+                            f"`python -m jobs.make_shards --out {root}` (or run that first)") from None
+    try:
+        return Manifest.from_json(text)
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ManifestError(f"{location} is not a valid manifest ({error}); rebuild it with jobs.make_shards") from None

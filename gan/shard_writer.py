@@ -1,0 +1,59 @@
+"""Writes an ImageSet as WebDataset tar shards ({split}-000000.tar ...) plus the manifest that describes them.
+
+Images are stored as PNG: lossless, ~2-4x smaller than raw uint8 at these sizes, viewable with any tool, and
+decoding a 32x32 PNG costs tens of microseconds, far below a training step's cost.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+
+import numpy as np
+import webdataset as wds
+from PIL import Image
+from tqdm import tqdm
+
+from gan import storage
+from gan.manifest import Manifest, ShardInfo, write_manifest
+from gan.sources import ImageSet
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def _tar_bytes(images: np.ndarray, labels: np.ndarray, keys: list[str]) -> bytes:
+    buffer = io.BytesIO()
+    with wds.TarWriter(buffer) as tar:
+        for image, label, key in zip(images, labels, keys):
+            tar.write({"__key__": key, "png": encode_png(image), "cls": int(label)})
+    return buffer.getvalue()
+
+
+def split_indices(count: int, holdout_fraction: float, seed: int) -> dict[str, np.ndarray]:
+    order = np.random.default_rng(seed).permutation(count)
+    holdout = int(round(count * holdout_fraction))
+    return {"train": np.sort(order[holdout:]), "holdout": np.sort(order[:holdout])}
+
+
+def write_shards(data: ImageSet, out: str, samples_per_shard: int, holdout_fraction: float, seed: int) -> Manifest:
+    """Write every split's shards, then the manifest last, so a manifest only ever names complete shards."""
+    height, _, channels = data.images.shape[1:]
+    manifest = Manifest(resolution=height, channels=channels, class_names=data.class_names, source=data.source)
+    total = len(data.images)
+    with tqdm(total=total, desc=f"writing shards to {out}", unit="img") as progress:
+        for split, indices in split_indices(total, holdout_fraction, seed).items():
+            shards = []
+            for number, start in enumerate(range(0, len(indices), samples_per_shard)):
+                chunk = indices[start:start + samples_per_shard]
+                name = f"{split}-{number:06d}.tar"
+                body = _tar_bytes(data.images[chunk], data.labels[chunk], [f"{split}-{i:07d}" for i in chunk])
+                storage.write_bytes(storage.join(out, name), body)
+                shards.append(ShardInfo(name=name, samples=len(chunk), sha256=hashlib.sha256(body).hexdigest()))
+                progress.update(len(chunk))
+            if shards:
+                manifest.splits[split] = shards
+    write_manifest(out, manifest)
+    return manifest

@@ -1,0 +1,66 @@
+"""TrainState: both networks, both optimisers, the counters and the fixed noise — everything a resume needs."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from gan.models import ModelShape, build_models
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The bare network under a DistributedDataParallel wrapper (checkpoints must not depend on the wrapper)."""
+    return getattr(module, "module", module)
+
+
+@dataclass
+class TrainState:
+    generator: nn.Module
+    discriminator: nn.Module
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    fixed_noise: torch.Tensor
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimiser steps completed, counted once per global batch
+
+    @classmethod
+    def create(cls, shape: ModelShape, lr: float, beta1: float, seed: int, sample_count: int = 64) -> "TrainState":
+        torch.manual_seed(seed)  # same weights on every rank before DDP broadcasts them anyway
+        generator, discriminator = build_models(shape)
+        betas = (beta1, 0.999)
+        return cls(
+            generator=generator,
+            discriminator=discriminator,
+            opt_g=torch.optim.Adam(generator.parameters(), lr=lr, betas=betas),
+            opt_d=torch.optim.Adam(discriminator.parameters(), lr=lr, betas=betas),
+            fixed_noise=torch.randn(sample_count, shape.latent_dim, generator=torch.Generator().manual_seed(seed + 1)),
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Tensors, plain numbers and dicts only, so it loads with torch.load(weights_only=True)."""
+        return {
+            "generator": unwrap(self.generator).state_dict(),
+            "discriminator": unwrap(self.discriminator).state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "fixed_noise": self.fixed_noise,
+            "epoch": self.epoch,
+            "step": self.step,
+        }
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        unwrap(self.generator).load_state_dict(saved["generator"])
+        unwrap(self.discriminator).load_state_dict(saved["discriminator"])
+        self.opt_g.load_state_dict(saved["opt_g"])
+        self.opt_d.load_state_dict(saved["opt_d"])
+        self.fixed_noise = saved["fixed_noise"]
+        self.epoch = int(saved["epoch"])
+        self.step = int(saved["step"])
+
+    def set_lr(self, lr: float) -> None:
+        """Apply a learning rate after a restore (a restored optimiser state carries the old one)."""
+        for optimiser in (self.opt_g, self.opt_d):
+            for group in optimiser.param_groups:
+                group["lr"] = lr

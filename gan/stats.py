@@ -1,0 +1,29 @@
+"""Step statistics -> one reduced value per log window: summed on the device, all-reduced across ranks once."""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+
+class WindowMeter:
+    """Accumulates a stats vector per step without host syncs; `reduce()` gives the mean over all ranks."""
+
+    def __init__(self, names: tuple[str, ...]):
+        self.names = names
+        self._sum: torch.Tensor | None = None
+        self._count = 0
+
+    def add(self, values: torch.Tensor) -> None:
+        self._sum = values.clone() if self._sum is None else self._sum.add_(values)
+        self._count += 1
+
+    def reduce(self) -> dict[str, float]:
+        """Mean over the window and over every rank. Every rank must call it at the same step (a collective)."""
+        if self._sum is None:
+            return {}
+        total = torch.cat([self._sum.float(), torch.tensor([float(self._count)], device=self._sum.device)])
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(total)
+        values = (total[:-1] / total[-1]).tolist()
+        self._sum, self._count = None, 0
+        return dict(zip(self.names, values))

@@ -1,0 +1,58 @@
+"""One DCGAN training step on one batch: a discriminator update, then a generator update. Pure torch.
+
+Returns its statistics as one detached tensor (no .item()), so a step never waits on a host sync;
+`gan/stats.py` reduces them once per log window.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+from gan.losses import fake_loss, generator_loss, real_loss
+from gan.state import TrainState
+
+STEP_STATS = ("loss/D", "loss/D_real", "loss/D_fake", "loss/G", "disc/D_x", "disc/D_G_z")
+
+
+def _local_only(module: nn.Module):
+    """DDP's no_sync: accumulate this backward's gradients locally; the next synced backward all-reduces them."""
+    return module.no_sync() if hasattr(module, "no_sync") else contextlib.nullcontext()
+
+
+def train_step(state: TrainState, real: torch.Tensor) -> torch.Tensor:
+    """Update D on real and G(z), then G through D; return the values named by STEP_STATS."""
+    generator, discriminator = state.generator, state.discriminator
+    noise = torch.randn(real.shape[0], state.fixed_noise.shape[1], device=real.device)
+    fake = generator(noise)
+
+    # Real and fake go through D as separate batches (BatchNorm statistics must not mix them, DCGAN sec. 4);
+    # the first backward stays local so D's gradients are all-reduced once, not twice.
+    state.opt_d.zero_grad(set_to_none=True)
+    with _local_only(discriminator):
+        real_logits = discriminator(real)
+        loss_real = real_loss(real_logits)
+        loss_real.backward()
+    fake_logits = discriminator(fake.detach())
+    loss_fake = fake_loss(fake_logits)
+    loss_fake.backward()
+    state.opt_d.step()
+
+    # D's gradients from the generator step are thrown away, so they need no all-reduce either.
+    state.opt_g.zero_grad(set_to_none=True)
+    with _local_only(discriminator):
+        loss_g = generator_loss(discriminator(fake))
+        loss_g.backward()
+    state.opt_g.step()
+    state.step += 1
+
+    with torch.no_grad():
+        return torch.stack([
+            loss_real + loss_fake,
+            loss_real,
+            loss_fake,
+            loss_g,
+            torch.sigmoid(real_logits).mean(),
+            torch.sigmoid(fake_logits).mean(),
+        ]).detach()

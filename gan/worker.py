@@ -1,0 +1,129 @@
+"""The Ray Train side: `train_loop_per_worker` (the only caller of ray.train.report) and `build_trainer`.
+
+Reads top to bottom: setup (config, models, DDP, restore), then per epoch: plan -> batches -> steps -> metrics
+-> sample grid -> checkpoint + report. Every rank reports once per epoch and takes the same number of steps.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import ray.train
+import torch
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer, prepare_model
+
+from gan.checkpoint import load_checkpoint, save_checkpoint, save_generator
+from gan.config import TrainConfig, from_dict, to_dict
+from gan.data import plan_epoch, rank_batches
+from gan.images import sample_grid
+from gan.manifest import read_manifest
+from gan.models import ModelShape
+from gan.state import TrainState, unwrap
+from gan.stats import WindowMeter
+from gan.step import STEP_STATS, train_step
+from gan.tracking import RunLogger
+
+log = logging.getLogger(__name__)
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    config = from_dict(TrainConfig, loop_config["train"])
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    torch.set_num_threads(max(1, int(config.cpus_per_worker)))
+    device = ray.train.torch.get_device()
+
+    manifest = read_manifest(config.shards)
+    shape = ModelShape(manifest.resolution, manifest.channels, config.latent_dim, config.g_features, config.d_features)
+    state = TrainState.create(shape, config.lr, config.beta1, config.seed)
+    state.generator = prepare_model(state.generator)
+    # D is never run in eval mode, so its BatchNorm running statistics need no per-forward broadcast.
+    state.discriminator = prepare_model(state.discriminator, parallel_strategy_kwargs={"forward_sync_buffers": False})
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            load_checkpoint(state, directory)
+        state.set_lr(config.lr)
+    torch.manual_seed(config.seed * 7919 + rank + 1000 * state.step)  # distinct noise per rank and per resume
+
+    tracker = RunLogger(config.tracking_uri, loop_config["run_id"], active=rank == 0)
+    meter = WindowMeter(STEP_STATS)
+    latest: dict[str, float] = {}
+    if rank == 0 and checkpoint is None:
+        tracker.log_image(sample_grid(unwrap(state.generator), state.fixed_noise), "samples", step=0)
+
+    for epoch in range(state.epoch, config.epochs):
+        plan = plan_epoch(manifest.shards("train"), world_size, config.batch_size, epoch, config.seed,
+                          config.steps_per_epoch)
+        batches = rank_batches(config.shards, plan, rank, manifest.resolution, manifest.channels,
+                               config.shuffle_buffer, seed=config.seed + 1_000_003 * epoch + rank)
+        epoch_start = window_start = time.perf_counter()
+        for images, _labels in batches:
+            meter.add(train_step(state, images.to(device, non_blocking=True)))
+            if state.step % config.log_every == 0:
+                latest = _log_window(meter, tracker, state.step, config.log_every, window_start, world_size,
+                                     config.batch_size)
+                window_start = time.perf_counter()
+        latest = meter.reduce() or latest  # the epoch's last, partial window
+        state.epoch = epoch + 1
+        seconds = time.perf_counter() - epoch_start
+        metrics = {**latest, "epoch": state.epoch, "step": state.step,
+                   "perf/img_per_s": plan.steps * config.batch_size * world_size / seconds,
+                   "perf/epoch_seconds": seconds, "data/unused_samples": plan.unused_samples}
+        tracker.log_metrics({k: v for k, v in metrics.items() if k != "step"}, state.step)
+        if rank == 0:
+            tracker.log_image(sample_grid(unwrap(state.generator), state.fixed_noise), "samples", step=state.epoch)
+            log.info(_progress_line(metrics, config.epochs))
+        _report(state, metrics, config, rank)
+
+    if rank == 0:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = save_generator(state, Path(tmp) / "generator.pt", shape.__dict__)
+            tracker.log_artifact(path, "model")
+
+
+def _log_window(meter: WindowMeter, tracker: RunLogger, step: int, steps: int, since: float, world_size: int,
+                batch_size: int) -> dict[str, float]:
+    """Reduce the window's statistics across ranks and log them."""
+    metrics = meter.reduce()
+    metrics["perf/img_per_s"] = steps * batch_size * world_size / max(time.perf_counter() - since, 1e-9)
+    tracker.log_metrics(metrics, step)
+    return metrics
+
+
+def _report(state: TrainState, metrics: dict[str, float], config: TrainConfig, rank: int) -> None:
+    """All ranks report; rank 0 attaches the checkpoint (Ray Train needs one report per rank per epoch)."""
+    if rank != 0:
+        ray.train.report(metrics, checkpoint=None)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        save_checkpoint(state, tmp, {"config": to_dict(config)})
+        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
+
+
+def _progress_line(metrics: dict[str, float], epochs: int) -> str:
+    return (f"epoch {metrics['epoch']}/{epochs} step {metrics['step']}  loss/D {metrics.get('loss/D', float('nan')):.3f}"
+            f"  loss/G {metrics.get('loss/G', float('nan')):.3f}  D(x) {metrics.get('disc/D_x', float('nan')):.2f}"
+            f"  D(G(z)) {metrics.get('disc/D_G_z', float('nan')):.2f}  {metrics['perf/img_per_s']:.0f} img/s")
+
+
+def build_trainer(config: TrainConfig, run_id: str) -> TorchTrainer:
+    """A TorchTrainer for one run; same name + storage path means Ray Train resumes from its latest checkpoint."""
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"train": to_dict(config), "run_id": run_id},
+        scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu,
+                                     resources_per_worker={"CPU": config.cpus_per_worker}),
+        run_config=RunConfig(
+            name=config.run_name,
+            storage_path=config.storage_path,
+            checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints),
+            failure_config=FailureConfig(max_failures=config.max_failures),
+            # Ray Train's per-report INFO lines would drown the one progress line per epoch in `ray job logs`.
+            logging_config=LoggingConfig(log_level="WARNING"),
+        ),
+    )

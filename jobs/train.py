@@ -1,0 +1,59 @@
+"""Entry point: parse the config, check it against the shards, open the MLflow run, run the TorchTrainer.
+
+    python -m jobs.train --shards data/digits --epochs 40
+    ray job submit --working-dir . -- python -m jobs.train --config my.yaml
+"""
+from __future__ import annotations
+
+import sys
+
+from gan.config import ConfigError, TrainConfig, parse, to_dict
+from gan.data import plan_epoch
+from gan.manifest import ManifestError, read_manifest
+
+
+def check_against_shards(config: TrainConfig) -> dict[str, str]:
+    """Fail before Ray starts when the shards cannot feed this config; returns facts about them for MLflow."""
+    manifest = read_manifest(config.shards)
+    if manifest.resolution != config.resolution:
+        raise ConfigError(f"--resolution={config.resolution} but the shards at {config.shards} are "
+                          f"{manifest.resolution}px: pass --resolution {manifest.resolution} or rebuild the shards")
+    plan = plan_epoch(manifest.shards("train"), config.num_workers, config.batch_size, 0, config.seed,
+                      config.steps_per_epoch)
+    return {"data.dataset_hash": manifest.dataset_hash, "data.source": manifest.source,
+            "data.train_samples": str(manifest.sample_count("train")), "data.channels": str(manifest.channels),
+            "data.steps_per_epoch": str(plan.steps)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        config = parse(TrainConfig, argv).resolved()
+        data_facts = check_against_shards(config)
+    except (ConfigError, ManifestError) as error:
+        print(f"train: {error}", file=sys.stderr)
+        return 2
+
+    import ray
+
+    from gan.tracking import close_run, open_run
+    from gan.worker import build_trainer
+
+    if not ray.is_initialized():
+        ray.init()  # joins the cluster named by RAY_ADDRESS (set by `ray job submit`), else starts a local one
+    run_id = open_run(config.tracking_uri, config.experiment, config.artifact_root, config.run_name,
+                      {**to_dict(config), **data_facts}, {"job": "train"})
+    print(f"train: MLflow run {run_id} in experiment {config.experiment!r} at {config.tracking_uri}; "
+          f"Ray Train run {config.run_name!r} in {config.storage_path}", flush=True)
+    status = "FAILED"
+    try:
+        result = build_trainer(config, run_id).fit()
+        status = "FINISHED"
+    finally:
+        close_run(config.tracking_uri, run_id, status)
+    print(f"train: done; final metrics {({k: round(v, 4) for k, v in result.metrics.items()})}; "
+          f"checkpoint {result.checkpoint.path if result.checkpoint else None}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

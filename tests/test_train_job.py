@@ -1,0 +1,86 @@
+"""The training job end to end on a real local Ray (2 DDP workers) and a real MLflow sqlite store."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from gan.tracking import RUN_NAME_TAG
+from jobs import train
+from tests.conftest import REPO
+
+EXPECTED_METRICS = {"loss/D", "loss/D_real", "loss/D_fake", "loss/G", "disc/D_x", "disc/D_G_z", "perf/img_per_s"}
+
+
+def _job_args(shards: Path, work: Path, epochs: int) -> list[str]:
+    return ["--shards", str(shards), "--epochs", str(epochs), "--steps-per-epoch", "3", "--num-workers", "2",
+            "--batch-size", "16", "--g-features", "8", "--d-features", "8", "--latent-dim", "16", "--log-every", "2",
+            "--tracking-uri", f"sqlite:///{work / 'mlruns.db'}", "--artifact-root", str(work / "mlartifacts"),
+            "--storage-path", str(work / "ray_results"), "--run-name", "smoke", "--experiment", "test"]
+
+
+def _run(client: MlflowClient):
+    experiment = client.get_experiment_by_name("test")
+    return client.search_runs([experiment.experiment_id], filter_string=f"tags.`{RUN_NAME_TAG}` = 'smoke'")
+
+
+def _latest_checkpoint_meta(work: Path) -> dict:
+    checkpoints = sorted(p for p in (work / "ray_results" / "smoke").glob("checkpoint_*") if p.is_dir())
+    return json.loads((checkpoints[-1] / "meta.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def trained(digits_shards, local_ray, tmp_path_factory):
+    work = tmp_path_factory.mktemp("job")
+    assert train.main(_job_args(digits_shards, work, epochs=2)) == 0
+    return work
+
+
+@pytest.mark.slow
+def test_two_worker_run_leaves_a_checkpoint(trained):
+    meta = _latest_checkpoint_meta(trained)
+    assert (meta["epoch"], meta["step"]) == (2, 6)
+    checkpoint_dir = sorted(p for p in (trained / "ray_results" / "smoke").glob("checkpoint_*") if p.is_dir())[-1]
+    state = torch.load(checkpoint_dir / "train_state.pt", weights_only=True)
+    assert {"generator", "discriminator", "opt_g", "opt_d", "fixed_noise", "epoch", "step"} <= set(state)
+
+
+@pytest.mark.slow
+def test_two_worker_run_is_tracked_in_mlflow(trained):
+    client = MlflowClient(f"sqlite:///{trained / 'mlruns.db'}")
+    (run,) = _run(client)
+    assert run.info.status == "FINISHED"
+    assert EXPECTED_METRICS <= set(run.data.metrics)
+    assert run.data.params["lr"] == "0.0002" and run.data.params["num_workers"] == "2"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss/G")] == [2, 4, 6, 6]
+    images = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
+    assert sum(".png" in path for path in images) == 3  # before training, after epoch 1 and 2
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "model")] == ["model/generator.pt"]
+
+
+@pytest.mark.slow
+def test_resume_continues_the_step_counter_in_the_same_mlflow_run(trained, digits_shards):
+    assert train.main(_job_args(digits_shards, trained, epochs=3)) == 0
+    meta = _latest_checkpoint_meta(trained)
+    assert (meta["epoch"], meta["step"]) == (3, 9)
+    client = MlflowClient(f"sqlite:///{trained / 'mlruns.db'}")
+    (run,) = _run(client)
+    assert run.data.tags["resumes"] == "1"
+    assert max(m.step for m in client.get_metric_history(run.info.run_id, "loss/G")) == 9
+
+
+def test_bad_config_fails_before_ray_starts_naming_the_field(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "jobs.train", "--latent-dim", "-3"], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "--latent-dim=-3 is out of range: it must be >= 1" in result.stderr
+    assert "Started a local Ray instance" not in result.stderr + result.stdout
+
+
+def test_resolution_mismatch_with_the_shards_is_rejected(digits_shards, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "jobs.train", "--shards", str(digits_shards), "--resolution", "64"],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "--resolution=64 but the shards" in result.stderr
