@@ -52,7 +52,7 @@ class TrainConfig:
     # schedule
     epochs: int = option(40, "Total epochs (a resumed run continues up to this number).", min=1, max=100_000)
     steps_per_epoch: int = option(0, "Cap on steps per epoch, for smoke runs (0 = a full pass over the shards).", min=0)
-    batch_size: int = option(64, "Images per step on each worker.", min=2, max=65_536)
+    batch_size: int = option(32, "Images per step on each worker.", min=2, max=65_536)
     seed: int = option(0, "Seed for weights, fixed noise and shard order.", min=0)
     # model and optimiser (Radford et al. 2015)
     latent_dim: int = option(100, "Length of the generator's noise vector z.", min=1, max=4096)

@@ -17,6 +17,11 @@ class WindowMeter:
         self._sum = values.clone() if self._sum is None else self._sum.add_(values)
         self._count += 1
 
+    @property
+    def pending(self) -> int:
+        """Steps added since the last reduce."""
+        return self._count
+
     def reduce(self) -> dict[str, float]:
         """Mean over the window and over every rank. Every rank must call it at the same step (a collective)."""
         if self._sum is None:

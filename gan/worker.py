@@ -53,6 +53,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     tracker = RunLogger(config.tracking_uri, loop_config["run_id"], active=rank == 0)
     meter = WindowMeter(STEP_STATS)
     latest: dict[str, float] = {}
+    images_per_step = config.batch_size * world_size
     if rank == 0 and checkpoint is None:
         tracker.log_image(sample_grid(unwrap(state.generator), state.fixed_noise), "samples", step=0)
 
@@ -65,16 +66,17 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         for images, _labels in batches:
             meter.add(train_step(state, images.to(device, non_blocking=True)))
             if state.step % config.log_every == 0:
-                latest = _log_window(meter, tracker, state.step, config.log_every, window_start, world_size,
-                                     config.batch_size)
+                latest = _log_window(meter, tracker, state.step, window_start, images_per_step)
                 window_start = time.perf_counter()
-        latest = meter.reduce() or latest  # the epoch's last, partial window
+        if meter.pending:  # the epoch's last, partial window
+            latest = _log_window(meter, tracker, state.step, window_start, images_per_step)
         state.epoch = epoch + 1
         seconds = time.perf_counter() - epoch_start
-        metrics = {**latest, "epoch": state.epoch, "step": state.step,
-                   "perf/img_per_s": plan.steps * config.batch_size * world_size / seconds,
-                   "perf/epoch_seconds": seconds, "data/unused_samples": plan.unused_samples}
-        tracker.log_metrics({k: v for k, v in metrics.items() if k != "step"}, state.step)
+        epoch_metrics = {"epoch": state.epoch, "perf/epoch_seconds": seconds,
+                         "perf/epoch_img_per_s": plan.steps * images_per_step / seconds,
+                         "data/unused_samples": plan.unused_samples}
+        tracker.log_metrics(epoch_metrics, state.step)
+        metrics = {**latest, **epoch_metrics, "step": state.step}
         if rank == 0:
             tracker.log_image(sample_grid(unwrap(state.generator), state.fixed_noise), "samples", step=state.epoch)
             log.info(_progress_line(metrics, config.epochs))
@@ -86,11 +88,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             tracker.log_artifact(path, "model")
 
 
-def _log_window(meter: WindowMeter, tracker: RunLogger, step: int, steps: int, since: float, world_size: int,
-                batch_size: int) -> dict[str, float]:
-    """Reduce the window's statistics across ranks and log them."""
+def _log_window(meter: WindowMeter, tracker: RunLogger, step: int, since: float,
+                images_per_step: int) -> dict[str, float]:
+    """Reduce the window's statistics across ranks (a collective: every rank calls it) and log them."""
+    images = meter.pending * images_per_step
     metrics = meter.reduce()
-    metrics["perf/img_per_s"] = steps * batch_size * world_size / max(time.perf_counter() - since, 1e-9)
+    metrics["perf/img_per_s"] = images / max(time.perf_counter() - since, 1e-9)
     tracker.log_metrics(metrics, step)
     return metrics
 
@@ -108,7 +111,7 @@ def _report(state: TrainState, metrics: dict[str, float], config: TrainConfig, r
 def _progress_line(metrics: dict[str, float], epochs: int) -> str:
     return (f"epoch {metrics['epoch']}/{epochs} step {metrics['step']}  loss/D {metrics.get('loss/D', float('nan')):.3f}"
             f"  loss/G {metrics.get('loss/G', float('nan')):.3f}  D(x) {metrics.get('disc/D_x', float('nan')):.2f}"
-            f"  D(G(z)) {metrics.get('disc/D_G_z', float('nan')):.2f}  {metrics['perf/img_per_s']:.0f} img/s")
+            f"  D(G(z)) {metrics.get('disc/D_G_z', float('nan')):.2f}  {metrics['perf/epoch_img_per_s']:.0f} img/s")
 
 
 def build_trainer(config: TrainConfig, run_id: str) -> TorchTrainer:
