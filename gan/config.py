@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -47,8 +48,10 @@ class TrainConfig:
     shards: str = option("data/digits", "Folder or s3:// prefix holding shards.json and the tar shards.")
     resolution: int = option(32, "Image side in pixels; must match the shards.", choices=(32, 64))
     shuffle_buffer: int = option(1000, "Samples held in the in-stream shuffle buffer.", min=1)
-    loader_workers: int = option(0, "DataLoader processes per training worker (0 = decode in the training process).", min=0)
-    strict: bool = option(False, "Fail the run on any bad shard instead of counting and skipping it.")
+    strict: bool = option(False, "Fail the run on any bad shard or sample instead of counting and skipping it.")
+    read_attempts: int = option(3, "Reads of a shard (after transient store errors) before it counts as bad.", min=1,
+                                max=20)
+    s3_endpoint_url: str = option("", "S3 endpoint for shards and checkpoints ('' = AWS_ENDPOINT_URL or AWS's own).")
     # schedule
     epochs: int = option(40, "Total epochs (a resumed run continues up to this number).", min=1, max=100_000)
     steps_per_epoch: int = option(0, "Cap on steps per epoch, for smoke runs (0 = a full pass over the shards).", min=0)
@@ -66,7 +69,8 @@ class TrainConfig:
     use_gpu: bool = option(False, "One GPU per worker, NCCL backend.")
     max_failures: int = option(1, "Worker-group restarts Ray Train may make from the latest checkpoint.", min=0)
     # tracking and storage
-    tracking_uri: str = option("sqlite:///mlruns.db", "MLflow tracking URI: a local sqlite file or http(s)://server.")
+    tracking_uri: str = option("", "MLflow tracking URI: http(s)://server or sqlite:///file ('' = MLFLOW_TRACKING_URI, "
+                                   "else sqlite:///mlruns.db).")
     artifact_root: str = option("mlartifacts", "Artifact folder for a new experiment on a local sqlite store.")
     experiment: str = option("dcgan", "MLflow experiment name.")
     run_name: str = option("", "Ray Train run name; reuse one with the same --storage-path to resume it ('' = new).")
@@ -76,7 +80,7 @@ class TrainConfig:
 
     def resolved(self) -> "TrainConfig":
         """Paths made absolute and a run name chosen, so every worker and every resume agree."""
-        tracking = self.tracking_uri
+        tracking = self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlruns.db"
         if tracking.startswith("sqlite:///") and not tracking.startswith("sqlite:////"):
             tracking = "sqlite:///" + absolute(tracking.removeprefix("sqlite:///"))
         run_name = self.run_name or f"{self.experiment}-{_timestamp()}"
@@ -96,6 +100,7 @@ class ShardConfig:
 
     out: str = option("data/digits", "Folder (or s3:// prefix) to write shards.json and the tar shards to.")
     from_folder: str = option("", "Image folder (one sub-folder per class, or flat) instead of the built-in digits.")
+    upload_from: str = option("", "An existing shard folder to copy to --out as it is (checked against its sha256).")
     resolution: int = option(32, "Image side in pixels after resize and center crop.", choices=(32, 64))
     channels: int = option(1, "1 = grey, 3 = RGB.", choices=(1, 3))
     samples_per_shard: int = option(100, "Images per tar shard (make at least a few shards per worker).", min=1)

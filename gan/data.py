@@ -10,7 +10,7 @@ import io
 import itertools
 import random
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -19,6 +19,7 @@ from PIL import Image
 
 from gan import storage
 from gan.manifest import ManifestError, ShardInfo
+from gan.shard_reader import DataError, DataHealth, ReadPolicy, read_shard, skip_bad_sample
 
 
 @dataclass(frozen=True)
@@ -82,24 +83,45 @@ def _collate(samples: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch
     return normalise(images), labels
 
 
+def _shard_stream(root: str, shards: tuple[ShardInfo, ...], health: DataHealth, policy: ReadPolicy,
+                  passes: int | None) -> Iterator[dict]:
+    """Raw samples of these shards, pass after pass (None = endlessly) so a rank that lost a bad shard still fills
+    its planned steps; a pass that yields nothing ends it with the reasons, instead of a silent DDP hang."""
+    for _ in itertools.count() if passes is None else range(passes):
+        before = health.delivered
+        for shard in shards:
+            url = storage.join(root, shard.name)
+            if url not in health.bad_urls:
+                yield from read_shard(url, shard, health, policy)
+        if health.delivered == before:
+            reasons = "; ".join(health.problems[-3:]) or "the shards are empty"
+            raise DataError(f"no readable samples in {len(shards)} shards under {root}: {reasons}")
+
+
 def rank_samples(root: str, shards: tuple[ShardInfo, ...], resolution: int, channels: int, shuffle_buffer: int,
-                 seed: int, handler: Callable[[Exception], bool] = wds.reraise_exception) -> wds.DataPipeline:
-    """Decoded (image, label, key) samples from these shards, shuffled within a buffer."""
+                 seed: int, health: DataHealth | None = None, policy: ReadPolicy = ReadPolicy(),
+                 passes: int | None = 1) -> wds.DataPipeline:
+    """Decoded (image, label, key) samples from these shards, shuffled within a buffer; bad ones counted in health."""
+    health = health if health is not None else DataHealth()
+    skip = skip_bad_sample(health, policy)
+
     def decode(sample: dict) -> tuple[np.ndarray, int, str]:
         return decode_image(sample["png"], resolution, channels), int(sample.get("cls", b"-1")), sample["__key__"]
 
     return wds.DataPipeline(
-        wds.SimpleShardList([storage.join(root, shard.name) for shard in shards]),
-        wds.tarfile_to_samples(handler=handler),
-        wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 100), rng=random.Random(seed)),
-        wds.map(decode, handler=handler),
+        lambda: _shard_stream(root, shards, health, policy, passes),
+        wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 100), rng=random.Random(seed), handler=skip),
+        wds.map(decode, handler=skip),
     )
 
 
 def rank_batches(root: str, plan: EpochPlan, rank: int, resolution: int, channels: int, shuffle_buffer: int,
-                 seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                 seed: int, health: DataHealth | None = None,
+                 policy: ReadPolicy = ReadPolicy()) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Exactly plan.steps batches of (images in [-1, 1] (B, C, H, W), labels) for this rank."""
-    samples = rank_samples(root, plan.shards_by_rank[rank], resolution, channels, shuffle_buffer, seed)
-    batches = samples.compose(wds.map(lambda s: (s[0], s[1])), wds.batched(plan.batch_size, collation_fn=_collate,
-                                                                             partial=False))
+    health = health if health is not None else DataHealth()
+    samples = rank_samples(root, plan.shards_by_rank[rank], resolution, channels, shuffle_buffer, seed, health,
+                           policy, passes=None)
+    batches = samples.compose(wds.map(lambda s: (s[0], s[1]), handler=skip_bad_sample(health, policy)),
+                              wds.batched(plan.batch_size, collation_fn=_collate, partial=False))
     return itertools.islice(iter(batches), plan.steps)

@@ -14,7 +14,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from gan import storage
-from gan.manifest import Manifest, ShardInfo, write_manifest
+from gan.manifest import Manifest, ManifestError, ShardInfo, read_manifest, write_manifest
 from gan.sources import ImageSet
 
 
@@ -55,5 +55,19 @@ def write_shards(data: ImageSet, out: str, samples_per_shard: int, holdout_fract
                 progress.update(len(chunk))
             if shards:
                 manifest.splits[split] = shards
+    write_manifest(out, manifest)
+    return manifest
+
+
+def copy_shards(source: str, out: str) -> Manifest:
+    """Copy a shard set (e.g. a local folder to s3://), verifying every shard's sha256; the manifest goes last."""
+    manifest = read_manifest(source)
+    shards = [shard for split in manifest.splits.values() for shard in split]
+    for shard in tqdm(shards, desc=f"copying shards to {out}", unit="shard"):
+        body = storage.read_bytes(storage.join(source, shard.name))
+        if hashlib.sha256(body).hexdigest() != shard.sha256:
+            raise ManifestError(f"{storage.join(source, shard.name)} does not match the sha256 in its manifest; "
+                                f"rebuild the shards with jobs.make_shards")
+        storage.write_bytes(storage.join(out, shard.name), body)
     write_manifest(out, manifest)
     return manifest

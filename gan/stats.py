@@ -32,3 +32,11 @@ class WindowMeter:
         values = (total[:-1] / total[-1]).tolist()
         self._sum, self._count = None, 0
         return dict(zip(self.names, values))
+
+
+def sum_across_ranks(values: dict[str, float]) -> dict[str, float]:
+    """Element-wise sum over all ranks (a collective: every rank calls it with the same keys)."""
+    total = torch.tensor([float(v) for v in values.values()], dtype=torch.float64)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(total)
+    return dict(zip(values, total.tolist()))

@@ -23,7 +23,9 @@ from gan.images import sample_grid
 from gan.manifest import read_manifest
 from gan.models import ModelShape
 from gan.state import TrainState, unwrap
-from gan.stats import WindowMeter
+from gan import storage
+from gan.shard_reader import DataHealth, ReadPolicy
+from gan.stats import WindowMeter, sum_across_ranks
 from gan.step import STEP_STATS, train_step
 from gan.tracking import RunLogger
 
@@ -36,6 +38,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     rank, world_size = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(max(1, int(config.cpus_per_worker)))
     device = ray.train.torch.get_device()
+    storage.configure(config.s3_endpoint_url)
+    read_policy = ReadPolicy(strict=config.strict, attempts=config.read_attempts)
 
     manifest = read_manifest(config.shards)
     shape = ModelShape(manifest.resolution, manifest.channels, config.latent_dim, config.g_features, config.d_features)
@@ -60,8 +64,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     for epoch in range(state.epoch, config.epochs):
         plan = plan_epoch(manifest.shards("train"), world_size, config.batch_size, epoch, config.seed,
                           config.steps_per_epoch)
+        health = DataHealth()
         batches = rank_batches(config.shards, plan, rank, manifest.resolution, manifest.channels,
-                               config.shuffle_buffer, seed=config.seed + 1_000_003 * epoch + rank)
+                               config.shuffle_buffer, config.seed + 1_000_003 * epoch + rank, health, read_policy)
         epoch_start = window_start = time.perf_counter()
         for images, _labels in batches:
             meter.add(train_step(state, images.to(device, non_blocking=True)))
@@ -74,7 +79,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         seconds = time.perf_counter() - epoch_start
         epoch_metrics = {"epoch": state.epoch, "perf/epoch_seconds": seconds,
                          "perf/epoch_img_per_s": plan.steps * images_per_step / seconds,
-                         "data/unused_samples": plan.unused_samples}
+                         "data/unused_samples": plan.unused_samples, **sum_across_ranks(health.as_metrics())}
         tracker.log_metrics(epoch_metrics, state.step)
         metrics = {**latest, **epoch_metrics, "step": state.step}
         if rank == 0:
@@ -116,6 +121,8 @@ def _progress_line(metrics: dict[str, float], epochs: int) -> str:
 
 def build_trainer(config: TrainConfig, run_id: str) -> TorchTrainer:
     """A TorchTrainer for one run; same name + storage path means Ray Train resumes from its latest checkpoint."""
+    storage.configure(config.s3_endpoint_url)
+    filesystem, storage_path = storage.pyarrow_filesystem(config.storage_path)
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"train": to_dict(config), "run_id": run_id},
@@ -123,7 +130,8 @@ def build_trainer(config: TrainConfig, run_id: str) -> TorchTrainer:
                                      resources_per_worker={"CPU": config.cpus_per_worker}),
         run_config=RunConfig(
             name=config.run_name,
-            storage_path=config.storage_path,
+            storage_path=storage_path,
+            storage_filesystem=filesystem,
             checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints),
             failure_config=FailureConfig(max_failures=config.max_failures),
             # Ray Train's per-report INFO lines would drown the one progress line per epoch in `ray job logs`.

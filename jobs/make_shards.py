@@ -8,21 +8,26 @@ from __future__ import annotations
 import sys
 
 from gan.config import ConfigError, ShardConfig, parse
-from gan.shard_writer import write_shards
+from gan.manifest import ManifestError
+from gan.shard_writer import copy_shards, write_shards
+from gan.storage import StorageError
 from gan.sources import load_digits, load_folder
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         config = parse(ShardConfig, argv)
-        data = (load_folder(config.from_folder, config.resolution, config.channels) if config.from_folder
-                else load_digits(config.resolution, config.channels))
-    except (ConfigError, FileNotFoundError, ValueError) as error:
+        if config.upload_from:
+            manifest = copy_shards(config.upload_from, config.out)
+        else:
+            data = (load_folder(config.from_folder, config.resolution, config.channels) if config.from_folder
+                    else load_digits(config.resolution, config.channels))
+            if data.unreadable:
+                print(f"make_shards: skipped {data.unreadable} unreadable image files in {config.from_folder}")
+            manifest = write_shards(data, config.out, config.samples_per_shard, config.holdout_fraction, config.seed)
+    except (ConfigError, ManifestError, StorageError, FileNotFoundError, ValueError) as error:
         print(f"make_shards: {error}", file=sys.stderr)
         return 2
-    if data.unreadable:
-        print(f"make_shards: skipped {data.unreadable} unreadable image files in {config.from_folder}")
-    manifest = write_shards(data, config.out, config.samples_per_shard, config.holdout_fraction, config.seed)
     counts = ", ".join(f"{split}: {len(shards)} shards / {manifest.sample_count(split)} images"
                        for split, shards in manifest.splits.items())
     print(f"make_shards: wrote {config.out} ({counts}; {manifest.resolution}px x {manifest.channels}ch; "

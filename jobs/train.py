@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 
+from gan import storage
 from gan.config import ConfigError, TrainConfig, parse, to_dict
 from gan.data import plan_epoch
 from gan.manifest import ManifestError, read_manifest
@@ -14,6 +15,7 @@ from gan.manifest import ManifestError, read_manifest
 
 def check_against_shards(config: TrainConfig) -> dict[str, str]:
     """Fail before Ray starts when the shards cannot feed this config; returns facts about them for MLflow."""
+    storage.configure(config.s3_endpoint_url)
     manifest = read_manifest(config.shards)
     if manifest.resolution != config.resolution:
         raise ConfigError(f"--resolution={config.resolution} but the shards at {config.shards} are "
@@ -29,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = parse(TrainConfig, argv).resolved()
         data_facts = check_against_shards(config)
-    except (ConfigError, ManifestError) as error:
+    except (ConfigError, ManifestError, storage.StorageError) as error:
         print(f"train: {error}", file=sys.stderr)
         return 2
 

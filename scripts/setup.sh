@@ -11,6 +11,6 @@ fi
 # Re-install only when pyproject.toml changed since the last install.
 stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -f "$stamp" ]; then
-  .venv/bin/python -m pip install --quiet -e ".[test]"
+  .venv/bin/python -m pip install -e ".[test]" > .venv/install.log 2>&1 || { tail -40 .venv/install.log; exit 1; }
   rm -f .venv/.installed-* && touch "$stamp"
 fi

@@ -27,3 +27,43 @@ def local_ray():
     ray.init(num_cpus=2, include_dashboard=False)
     yield ray
     ray.shutdown()
+
+
+S3_ACCESS_KEY = "dcgan-test-key"
+S3_SECRET_KEY = "dcgan-test-secret-5f1c9e"  # tests search logs and MLflow for this string
+BUCKET = "dcgan"
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real SeaweedFS (`weed mini`) on free loopback ports with one bucket; stopped by PID at the end."""
+    from gan.local_services import start_seaweedfs
+
+    server = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"), S3_ACCESS_KEY, S3_SECRET_KEY, buckets=(BUCKET,))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch):
+    """This process's S3 clients pointed at the test server through the standard AWS variables only."""
+    from gan import storage
+
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    storage.configure("")
+    storage._s3_client.cache_clear()
+    yield s3_server
+    storage._s3_client.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(s3_server, tmp_path_factory):
+    """A real `mlflow server` (sqlite backend) proxying artifacts into the SeaweedFS bucket."""
+    from gan.local_services import start_mlflow_server
+
+    work = tmp_path_factory.mktemp("mlflow-server")
+    server = start_mlflow_server(f"sqlite:///{work / 'mlflow.db'}", f"s3://{BUCKET}/mlartifacts",
+                                 work / "server.log", env=s3_server.env)
+    yield server
+    server.stop()

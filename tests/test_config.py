@@ -57,6 +57,14 @@ def test_resolved_makes_local_paths_absolute_and_names_the_run(tmp_path, monkeyp
     assert (remote.shards, remote.tracking_uri) == ("s3://b/p", "http://127.0.0.1:5000")
 
 
+def test_tracking_uri_defaults_to_the_mlflow_environment_then_a_local_store(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5123")
+    assert parse(TrainConfig, []).resolved().tracking_uri == "http://127.0.0.1:5123"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert parse(TrainConfig, []).resolved().tracking_uri == f"sqlite:///{tmp_path / 'mlruns.db'}"
+
+
 def test_every_field_is_documented():
     for cls in (TrainConfig, ShardConfig):
         assert all(f.metadata.get("doc") for f in dataclasses.fields(cls)), cls

