@@ -63,6 +63,10 @@ class TrainConfig:
     d_features: int = option(64, "Discriminator width: channels of its first layer.", min=1, max=1024)
     lr: float = option(2e-4, "Adam learning rate of the generator and the discriminator.", gt=0.0, max=1.0)
     beta1: float = option(0.5, "Adam beta1 (0.5 per the DCGAN paper).", min=0.0, lt=1.0)
+    # quality metric (gan/quality.py)
+    quality_every: int = option(5, "Epochs between quality metrics (FID/precision/recall in the domain classifier's "
+                                   "features), also run at the last epoch; 0 = off.", min=0)
+    quality_samples: int = option(1000, "Generated images per quality measurement.", min=10, max=100_000)
     # resources
     num_workers: int = option(2, "Ray Train workers (DDP ranks).", min=1, max=4096)
     cpus_per_worker: float = option(1.0, "CPUs reserved per worker; also its torch thread count.", gt=0.0)

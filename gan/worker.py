@@ -17,11 +17,13 @@ from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig
 from ray.train.torch import TorchTrainer, prepare_model
 
 from gan.checkpoint import load_checkpoint, save_checkpoint, save_generator
+from gan.classifier import load_reference, reference_location
 from gan.config import TrainConfig, from_dict, to_dict
 from gan.data import plan_epoch, rank_batches
 from gan.images import sample_grid
 from gan.manifest import read_manifest
 from gan.models import ModelShape
+from gan.quality import evaluate_generator
 from gan.state import TrainState, unwrap
 from gan import storage
 from gan.shard_reader import DataHealth, ReadPolicy
@@ -55,6 +57,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     torch.manual_seed(config.seed * 7919 + rank + 1000 * state.step)  # distinct noise per rank and per resume
 
     tracker = RunLogger(config.tracking_uri, loop_config["run_id"], active=rank == 0)
+    reference = None
+    if rank == 0 and config.quality_every:
+        reference = load_reference(reference_location(config.shards, manifest))
+    quality: dict[str, float] = {}  # the latest measurement, carried into every later report for Tune
     meter = WindowMeter(STEP_STATS)
     latest: dict[str, float] = {}
     images_per_step = config.batch_size * world_size
@@ -81,7 +87,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                          "perf/epoch_img_per_s": plan.steps * images_per_step / seconds,
                          "data/unused_samples": plan.unused_samples, **sum_across_ranks(health.as_metrics())}
         tracker.log_metrics(epoch_metrics, state.step)
-        metrics = {**latest, **epoch_metrics, "step": state.step}
+        if reference is not None and (state.epoch % config.quality_every == 0 or state.epoch == config.epochs):
+            quality = evaluate_generator(unwrap(state.generator), reference, config.latent_dim,
+                                         config.quality_samples, seed=config.seed)
+            tracker.log_metrics(quality, state.step)
+        metrics = {**latest, **epoch_metrics, **quality, "step": state.step}
         if rank == 0:
             tracker.log_image(sample_grid(unwrap(state.generator), state.fixed_noise), "samples", step=state.epoch)
             log.info(_progress_line(metrics, config.epochs))
@@ -116,7 +126,8 @@ def _report(state: TrainState, metrics: dict[str, float], config: TrainConfig, r
 def _progress_line(metrics: dict[str, float], epochs: int) -> str:
     return (f"epoch {metrics['epoch']}/{epochs} step {metrics['step']}  loss/D {metrics.get('loss/D', float('nan')):.3f}"
             f"  loss/G {metrics.get('loss/G', float('nan')):.3f}  D(x) {metrics.get('disc/D_x', float('nan')):.2f}"
-            f"  D(G(z)) {metrics.get('disc/D_G_z', float('nan')):.2f}  {metrics['perf/epoch_img_per_s']:.0f} img/s")
+            f"  D(G(z)) {metrics.get('disc/D_G_z', float('nan')):.2f}  {metrics['perf/epoch_img_per_s']:.0f} img/s"
+            + (f"  fid_domain {metrics['quality/fid_domain']:.1f}" if "quality/fid_domain" in metrics else ""))
 
 
 def build_trainer(config: TrainConfig, run_id: str) -> TorchTrainer:

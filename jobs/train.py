@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 
 from gan import storage
+from gan.classifier import ensure_reference
 from gan.config import ConfigError, TrainConfig, parse, to_dict
 from gan.data import plan_epoch
 from gan.manifest import ManifestError, read_manifest
@@ -22,7 +23,13 @@ def check_against_shards(config: TrainConfig) -> dict[str, str]:
                           f"{manifest.resolution}px: pass --resolution {manifest.resolution} or rebuild the shards")
     plan = plan_epoch(manifest.shards("train"), config.num_workers, config.batch_size, 0, config.seed,
                       config.steps_per_epoch)
-    return {"data.dataset_hash": manifest.dataset_hash, "data.source": manifest.source,
+    facts = {}
+    if config.quality_every:
+        reference, built = ensure_reference(config.shards, manifest)
+        print(f"train: domain classifier for quality metrics {'trained' if built else 'loaded'} "
+              f"(holdout accuracy {reference.test_accuracy:.3f})", flush=True)
+        facts["quality.classifier_test_accuracy"] = f"{reference.test_accuracy:.4f}"
+    return {**facts, "data.dataset_hash": manifest.dataset_hash, "data.source": manifest.source,
             "data.train_samples": str(manifest.sample_count("train")), "data.channels": str(manifest.channels),
             "data.steps_per_epoch": str(plan.steps)}
 
@@ -31,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = parse(TrainConfig, argv).resolved()
         data_facts = check_against_shards(config)
-    except (ConfigError, ManifestError, storage.StorageError) as error:
+    except (ConfigError, ManifestError, storage.StorageError, ValueError) as error:
         print(f"train: {error}", file=sys.stderr)
         return 2
 

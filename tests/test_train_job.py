@@ -12,7 +12,8 @@ from gan.tracking import RUN_NAME_TAG
 from jobs import train
 from tests.conftest import REPO
 
-EXPECTED_METRICS = {"loss/D", "loss/D_real", "loss/D_fake", "loss/G", "disc/D_x", "disc/D_G_z", "perf/img_per_s"}
+EXPECTED_METRICS = {"loss/D", "loss/D_real", "loss/D_fake", "loss/G", "disc/D_x", "disc/D_G_z", "perf/img_per_s",
+                    "quality/fid_domain", "quality/precision", "quality/recall", "data/bad_shards"}
 
 
 def _job_args(shards: Path, work: Path, epochs: int) -> list[str]:

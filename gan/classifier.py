@@ -1,0 +1,143 @@
+"""The domain classifier whose feature space the quality metrics use, and the cached real statistics.
+
+Inception-v3 weights cannot be downloaded here, so — as MNIST-GAN papers do with a LeNet — we train a small CNN on
+the real training shards and measure generated images in its penultimate-layer features. The resulting numbers
+(`quality/fid_domain`, ...) compare runs on the same shard set; they are not the Inception FID of the literature.
+The reference (weights + real feature statistics) is saved beside the shards, named by the shards' dataset hash.
+"""
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from gan import storage
+from gan.data import normalise, rank_samples
+from gan.manifest import Manifest
+
+REFERENCE_FORMAT = 1
+FEATURE_DIM = 64
+MAX_REFERENCE_FEATURES = 2000  # real features kept for precision/recall's k-NN balls
+
+
+class DomainClassifier(nn.Module):
+    """A LeNet-style CNN: three conv blocks pooled to 4x4, a 64-d feature layer, a class layer. Input in [-1, 1]."""
+
+    def __init__(self, channels: int, num_classes: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, 32, 3, padding=1), nn.ReLU(True), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(True), nn.MaxPool2d(2),
+            nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(True), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+            nn.Linear(128 * 16, FEATURE_DIM), nn.ReLU(True),
+        )
+        self.head = nn.Linear(FEATURE_DIM, num_classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(images))
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+        self.eval()
+        return torch.cat([self.body(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]).double()
+
+
+@dataclass
+class QualityReference:
+    """Everything the quality metric needs at training time, versioned by the shard set's hash."""
+
+    dataset_hash: str
+    channels: int
+    num_classes: int
+    classifier_state: dict
+    test_accuracy: float
+    real_mean: torch.Tensor  # (FEATURE_DIM,) float64
+    real_cov: torch.Tensor  # (FEATURE_DIM, FEATURE_DIM) float64
+    real_features: torch.Tensor  # (<= MAX_REFERENCE_FEATURES, FEATURE_DIM) float64
+    train_seconds: float
+
+    def classifier(self) -> DomainClassifier:
+        model = DomainClassifier(self.channels, self.num_classes)
+        model.load_state_dict(self.classifier_state)
+        return model.eval()
+
+
+def reference_location(shards_root: str, manifest: Manifest) -> str:
+    return storage.join(shards_root, f"quality-{manifest.dataset_hash}.pt")
+
+
+def load_split(shards_root: str, manifest: Manifest, split: str, max_samples: int = 50_000) -> tuple[torch.Tensor,
+                                                                                                      torch.Tensor]:
+    """A split's images (float, [-1, 1]) and labels in memory, in manifest order."""
+    images, labels = [], []
+    for image, label, _ in rank_samples(shards_root, tuple(manifest.shards(split)), manifest.resolution,
+                                        manifest.channels, shuffle_buffer=1, seed=0):
+        images.append(image)
+        labels.append(label)
+        if len(images) >= max_samples:
+            break
+    return normalise(torch.from_numpy(np.stack(images))), torch.tensor(labels)
+
+
+def feature_statistics(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    features = features.double()
+    return features.mean(0), torch.cov(features.T)
+
+
+def train_reference(shards_root: str, manifest: Manifest, epochs: int = 8, seed: int = 0) -> QualityReference:
+    """Train the classifier on the train split, test it on the holdout split, cache the real statistics."""
+    if len(manifest.class_names) < 2:
+        raise ValueError(f"the shards at {shards_root} have {len(manifest.class_names)} class; the domain classifier "
+                         f"needs labelled classes (one sub-folder per class) — or run with --quality-every 0")
+    start = time.perf_counter()
+    torch.manual_seed(seed)
+    images, labels = load_split(shards_root, manifest, "train")
+    test_images, test_labels = load_split(shards_root, manifest, "holdout")
+    model = DomainClassifier(manifest.channels, len(manifest.class_names))
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for _ in range(epochs):
+        model.train()
+        for batch in torch.randperm(len(images)).split(64):
+            # Small random shifts: the generator's digits are not centred exactly as the scans are.
+            shifted = torch.roll(images[batch], shifts=tuple(int(s) for s in np.random.randint(-2, 3, size=2)), dims=(2, 3))
+            loss = nn.functional.cross_entropy(model(shifted), labels[batch])
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+    model.eval()
+    with torch.no_grad():
+        accuracy = (model(test_images).argmax(1) == test_labels).double().mean().item()
+    features = model.features(images)
+    mean, cov = feature_statistics(features)
+    keep = torch.randperm(len(features), generator=torch.Generator().manual_seed(seed))[:MAX_REFERENCE_FEATURES]
+    return QualityReference(manifest.dataset_hash, manifest.channels, len(manifest.class_names), model.state_dict(),
+                            accuracy, mean, cov, features[keep], time.perf_counter() - start)
+
+
+def save_reference(reference: QualityReference, location: str) -> None:
+    buffer = io.BytesIO()
+    torch.save({"format": REFERENCE_FORMAT, **reference.__dict__}, buffer)
+    storage.write_bytes(location, buffer.getvalue())
+
+
+def load_reference(location: str) -> QualityReference:
+    """weights_only=True: a reference file from a shared bucket cannot run code when loaded."""
+    saved = torch.load(io.BytesIO(storage.read_bytes(location)), map_location="cpu", weights_only=True)
+    if saved.pop("format", None) != REFERENCE_FORMAT:
+        raise ValueError(f"{location} was written by another version; delete it to rebuild it")
+    return QualityReference(**saved)
+
+
+def ensure_reference(shards_root: str, manifest: Manifest) -> tuple[QualityReference, bool]:
+    """The cached reference for this shard set, trained and saved first if there is none. (reference, built_now)"""
+    location = reference_location(shards_root, manifest)
+    try:
+        return load_reference(location), False
+    except FileNotFoundError:
+        reference = train_reference(shards_root, manifest)
+        save_reference(reference, location)
+        return reference, True
