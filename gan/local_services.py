@@ -6,6 +6,7 @@ free, so two runs on one machine never collide; each server is stopped by its PI
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -148,3 +149,38 @@ def start_mlflow_server(backend_store_uri: str, artifacts_destination: str, log_
     url = f"http://127.0.0.1:{port}"
     server = Server("mlflow server", url, process, log_path, env={"MLFLOW_TRACKING_URI": url})
     return _wait_until(server, lambda: _http_ok(f"{url}/health"), timeout)
+
+
+# Ports `ray start --head` would otherwise take at fixed defaults (6379, 8265, 10001, ...).
+_RAY_PORT_FLAGS = ("port", "dashboard-port", "ray-client-server-port", "node-manager-port", "object-manager-port",
+                   "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
+                   "metrics-export-port")
+
+
+def start_ray_head(temp_dir: str | Path, num_cpus: int = 2, timeout: float = 120.0) -> Server:
+    """A one-node Ray cluster (`ray start --head --block`) on free loopback ports, with its own temp dir.
+
+    Stopping it kills only its own process group: `ray stop` would stop every Ray on the machine."""
+    temp_dir = Path(temp_dir)
+    temp_dir.mkdir(parents=True, exist_ok=True)
+    ports = dict(zip(_RAY_PORT_FLAGS, _free_ports(len(_RAY_PORT_FLAGS) + 1)))
+    worker_port = _free_ports(1)[0]
+    command = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", f"--num-cpus={num_cpus}",
+               "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", "--include-dashboard=true",
+               f"--temp-dir={temp_dir}", "--disable-usage-stats", f"--min-worker-port={worker_port}",
+               f"--max-worker-port={worker_port + 200}", *[f"--{flag}={port}" for flag, port in ports.items()]]
+    # Token authentication on, with a token of this cluster's own: clients need RAY_AUTH_MODE + the token path.
+    token_path = temp_dir / "auth_token"
+    token_path.write_text(secrets.token_hex(32))
+    token_path.chmod(0o600)
+    client_env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_path)}
+    # Jobs run `python`: make it this environment's, as a cluster's setup commands would.
+    env = {**os.environ, **client_env,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.pop("RAY_ADDRESS", None)
+    log_path = temp_dir / "ray-start.log"
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{ports['dashboard-port']}"
+    server = Server("ray head", url, process, log_path, env={"RAY_ADDRESS": url, **client_env})
+    return _wait_until(server, lambda: _http_ok(f"{url}/api/version"), timeout)
