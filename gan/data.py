@@ -1,5 +1,6 @@
 """Shards -> batches for one Ray Train rank: the epoch plan (which rank reads which shards, how many steps)
-and the WebDataset pipeline (read tar, shuffle, decode, batch, normalise to [-1, 1]).
+and the WebDataset pipeline (read tar, shuffle, decode, batch as uint8; `normalise` to [-1, 1] runs on the
+training device, so a GPU gets a quarter of the bytes and the CPU does not do the float math).
 
 Knows nothing of Ray: callers pass rank and world size. Every rank takes exactly `plan.steps` steps, because
 DDP hangs at the epoch end if one rank runs out of batches before the others.
@@ -80,28 +81,21 @@ def normalise(images: torch.Tensor) -> torch.Tensor:
 def _collate(samples: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch.Tensor]:
     images = torch.from_numpy(np.stack([image for image, _ in samples]))
     labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
-    return normalise(images), labels
+    return images, labels
 
 
-def _shard_stream(root: str, shards: tuple[ShardInfo, ...], health: DataHealth, policy: ReadPolicy,
-                  passes: int | None) -> Iterator[dict]:
-    """Raw samples of these shards, pass after pass (None = endlessly) so a rank that lost a bad shard still fills
-    its planned steps; a pass that yields nothing ends it with the reasons, instead of a silent DDP hang."""
-    for _ in itertools.count() if passes is None else range(passes):
-        before = health.delivered
-        for shard in shards:
-            url = storage.join(root, shard.name)
-            if url not in health.bad_urls:
-                yield from read_shard(url, shard, health, policy)
-        if health.delivered == before:
-            reasons = "; ".join(health.problems[-3:]) or "the shards are empty"
-            raise DataError(f"no readable samples in {len(shards)} shards under {root}: {reasons}")
+def _shard_stream(root: str, shards: tuple[ShardInfo, ...], health: DataHealth, policy: ReadPolicy) -> Iterator[dict]:
+    """Raw samples of these shards, one pass; shards found bad earlier this epoch are not read again."""
+    for shard in shards:
+        url = storage.join(root, shard.name)
+        if url not in health.bad_urls:
+            yield from read_shard(url, shard, health, policy)
 
 
 def rank_samples(root: str, shards: tuple[ShardInfo, ...], resolution: int, channels: int, shuffle_buffer: int,
-                 seed: int, health: DataHealth | None = None, policy: ReadPolicy = ReadPolicy(),
-                 passes: int | None = 1) -> wds.DataPipeline:
-    """Decoded (image, label, key) samples from these shards, shuffled within a buffer; bad ones counted in health."""
+                 seed: int, health: DataHealth | None = None, policy: ReadPolicy = ReadPolicy()) -> wds.DataPipeline:
+    """Decoded (image, label, key) samples from one pass over these shards, shuffled within a buffer; bad shards and
+    bad samples are counted in `health` and skipped (or raise DataError under policy.strict)."""
     health = health if health is not None else DataHealth()
     skip = skip_bad_sample(health, policy)
 
@@ -109,7 +103,7 @@ def rank_samples(root: str, shards: tuple[ShardInfo, ...], resolution: int, chan
         return decode_image(sample["png"], resolution, channels), int(sample.get("cls", b"-1")), sample["__key__"]
 
     return wds.DataPipeline(
-        lambda: _shard_stream(root, shards, health, policy, passes),
+        lambda: _shard_stream(root, shards, health, policy),
         wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 100), rng=random.Random(seed), handler=skip),
         wds.map(decode, handler=skip),
     )
@@ -118,10 +112,25 @@ def rank_samples(root: str, shards: tuple[ShardInfo, ...], resolution: int, chan
 def rank_batches(root: str, plan: EpochPlan, rank: int, resolution: int, channels: int, shuffle_buffer: int,
                  seed: int, health: DataHealth | None = None,
                  policy: ReadPolicy = ReadPolicy()) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Exactly plan.steps batches of (images in [-1, 1] (B, C, H, W), labels) for this rank."""
+    """Exactly plan.steps batches of (uint8 images (B, C, H, W), labels) for this rank.
+
+    Normally one pass over the rank's shards; when bad shards or samples leave it short, its good shards are read
+    again until the steps are filled, and a pass that yields no batch at all ends it with the reasons (a rank that
+    simply stopped would hang the other ranks at DDP's next all-reduce)."""
     health = health if health is not None else DataHealth()
-    samples = rank_samples(root, plan.shards_by_rank[rank], resolution, channels, shuffle_buffer, seed, health,
-                           policy, passes=None)
-    batches = samples.compose(wds.map(lambda s: (s[0], s[1]), handler=skip_bad_sample(health, policy)),
-                              wds.batched(plan.batch_size, collation_fn=_collate, partial=False))
-    return itertools.islice(iter(batches), plan.steps)
+    produced = 0
+    for pass_number in itertools.count():
+        samples = rank_samples(root, plan.shards_by_rank[rank], resolution, channels, shuffle_buffer,
+                               seed + pass_number, health, policy)
+        batches = samples.compose(wds.map(lambda s: (s[0], s[1])),
+                                  wds.batched(plan.batch_size, collation_fn=_collate, partial=False))
+        before = produced
+        for batch in batches:
+            yield batch
+            produced += 1
+            if produced == plan.steps:
+                return
+        if produced == before:
+            reasons = "; ".join(health.problems[-3:]) or "the shards hold fewer samples than one batch"
+            raise DataError(f"no full batch from {len(plan.shards_by_rank[rank])} shards under {root} for rank {rank}: "
+                            f"{reasons}")

@@ -10,12 +10,14 @@ import torch.nn.functional as F
 
 
 def real_loss(logits: torch.Tensor) -> torch.Tensor:
-    """BCE against the label 'real' (1)."""
+    """BCE against the label 'real' (1), in float32 whatever the autocast dtype of the logits."""
+    logits = logits.float()
     return F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
 
 
 def fake_loss(logits: torch.Tensor) -> torch.Tensor:
-    """BCE against the label 'fake' (0)."""
+    """BCE against the label 'fake' (0), in float32 whatever the autocast dtype of the logits."""
+    logits = logits.float()
     return F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits))
 
 

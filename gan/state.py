@@ -11,7 +11,9 @@ from gan.models import ModelShape, build_models
 
 
 def unwrap(module: nn.Module) -> nn.Module:
-    """The bare network under a DistributedDataParallel wrapper (checkpoints must not depend on the wrapper)."""
+    """The bare network under torch.compile and DistributedDataParallel wrappers (checkpoints must not depend on
+    the wrappers)."""
+    module = getattr(module, "_orig_mod", module)
     return getattr(module, "module", module)
 
 

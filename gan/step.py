@@ -21,8 +21,16 @@ def _local_only(module: nn.Module):
     return module.no_sync() if hasattr(module, "no_sync") else contextlib.nullcontext()
 
 
-def train_step(state: TrainState, real: torch.Tensor) -> torch.Tensor:
-    """Update D on real and G(z), then G through D; return the values named by STEP_STATS."""
+def train_step(state: TrainState, real: torch.Tensor, bf16: bool = False) -> torch.Tensor:
+    """Update D on real and G(z), then G through D; return the values named by STEP_STATS.
+
+    With bf16 the forward passes run under autocast; the losses are taken in float32 (BCE on bf16 logits would
+    round D(x) near 0 and 1, exactly where the GAN's gradients live)."""
+    with torch.autocast(real.device.type, dtype=torch.bfloat16, enabled=bf16):
+        return _step(state, real)
+
+
+def _step(state: TrainState, real: torch.Tensor) -> torch.Tensor:
     generator, discriminator = state.generator, state.discriminator
     noise = torch.randn(real.shape[0], state.fixed_noise.shape[1], device=real.device)
     fake = generator(noise)
@@ -53,6 +61,6 @@ def train_step(state: TrainState, real: torch.Tensor) -> torch.Tensor:
             loss_real,
             loss_fake,
             loss_g,
-            torch.sigmoid(real_logits).mean(),
-            torch.sigmoid(fake_logits).mean(),
+            torch.sigmoid(real_logits.float()).mean(),
+            torch.sigmoid(fake_logits.float()).mean(),
         ]).detach()

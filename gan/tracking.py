@@ -7,10 +7,11 @@ Tracking never stops training: a failed MLflow call is counted and warned about,
 from __future__ import annotations
 
 import logging
-import tempfile
+import queue
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from mlflow import MlflowClient
@@ -53,39 +54,68 @@ def close_run(tracking_uri: str, run_id: str, status: str) -> None:
 
 
 class RunLogger:
-    """Logs to one MLflow run when `active` (rank 0); does nothing otherwise."""
+    """Logs to one MLflow run when `active` (rank 0); does nothing otherwise.
 
-    def __init__(self, tracking_uri: str, run_id: str, active: bool):
+    Calls are queued and made by one background thread, so a training step never waits on the tracking server
+    (an HTTP round trip, a sqlite commit, PNG encoding of a grid). `close()` delivers what is queued."""
+
+    def __init__(self, tracking_uri: str, run_id: str | None, active: bool, queue_size: int = 10_000):
         self.run_id = run_id
-        self.active = active
+        self.active = bool(active and run_id)
         self.failed_calls = 0
-        self._client = MlflowClient(tracking_uri) if active else None
+        self.dropped_calls = 0
+        if self.active:
+            self._client = MlflowClient(tracking_uri)
+            self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+            self._thread = threading.Thread(target=self._deliver, name="mlflow-logger", daemon=True)
+            self._thread.start()
 
-    def _call(self, what: str, method: str, *args: Any, **kwargs: Any) -> None:
+    def _submit(self, what: str, call: Callable[[], Any]) -> None:
         if not self.active:
             return
         try:
-            getattr(self._client, method)(self.run_id, *args, **kwargs)
-        except Exception as error:  # noqa: BLE001 - any tracking failure must not end training
-            self.failed_calls += 1
-            log.warning("MLflow %s failed (%d failed calls so far): %s", what, self.failed_calls, error)
+            self._queue.put_nowait((what, call))
+        except queue.Full:
+            self.dropped_calls += 1
+            log.warning("MLflow queue full: dropped %s (%d dropped so far)", what, self.dropped_calls)
+
+    def _deliver(self) -> None:
+        while (item := self._queue.get()) is not None:
+            what, call = item
+            try:
+                call()
+            except Exception as error:  # noqa: BLE001 - any tracking failure must not end training
+                self.failed_calls += 1
+                log.warning("MLflow %s failed (%d failed calls so far): %s", what, self.failed_calls, error)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        if self.failed_calls:
-            metrics = {**metrics, "tracking/failed_calls": float(self.failed_calls)}
+        lost = self.failed_calls + self.dropped_calls
+        if lost:
+            metrics = {**metrics, "tracking/failed_calls": float(lost)}
         now = int(time.time() * 1000)
-        self._call("metrics", "log_batch", metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        self._submit("metrics", lambda: self._client.log_batch(self.run_id, metrics=batch))
 
     def log_image(self, image: np.ndarray, key: str, step: int) -> None:
-        self._call(f"image {key}", "log_image", image, key=key, step=step)
+        self._submit(f"image {key}", lambda: self._client.log_image(self.run_id, image, key=key, step=step))
 
     def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None:
-        self._call(f"artifact {local_path}", "log_artifact", str(local_path), artifact_path)
+        """Uploaded before this returns (the file may be temporary): waits for the calls queued ahead of it."""
+        self._submit(f"artifact {local_path}",
+                     lambda: self._client.log_artifact(self.run_id, str(local_path), artifact_path))
+        self.flush()
 
-    def log_file_bytes(self, data: bytes, name: str, artifact_path: str | None = None) -> None:
+    def flush(self, timeout: float = 300.0) -> bool:
+        """Wait until every call queued so far was made (or failed); False if that took longer than timeout."""
         if not self.active:
-            return
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / name
-            path.write_bytes(data)
-            self.log_artifact(path, artifact_path)
+            return True
+        done = threading.Event()
+        self._submit("flush", done.set)
+        return done.wait(timeout)
+
+    def close(self, timeout: float = 300.0) -> None:
+        """Deliver what is queued, then stop the thread."""
+        if self.active:
+            self.flush(timeout)
+            self._queue.put(None)
+            self._thread.join(timeout)

@@ -34,14 +34,8 @@ def check_against_shards(config: TrainConfig) -> dict[str, str]:
             "data.steps_per_epoch": str(plan.steps)}
 
 
-def main(argv: list[str] | None = None) -> int:
-    try:
-        config = parse(TrainConfig, argv).resolved()
-        data_facts = check_against_shards(config)
-    except (ConfigError, ManifestError, storage.StorageError, ValueError) as error:
-        print(f"train: {error}", file=sys.stderr)
-        return 2
-
+def run(config: TrainConfig, data_facts: dict[str, str]):
+    """Open the MLflow run (unless --no-tracking), fit the TorchTrainer, close the run; returns Ray's Result."""
     import ray
 
     from gan.tracking import close_run, open_run
@@ -49,16 +43,30 @@ def main(argv: list[str] | None = None) -> int:
 
     if not ray.is_initialized():
         ray.init()  # joins the cluster named by RAY_ADDRESS (set by `ray job submit`), else starts a local one
-    run_id = open_run(config.tracking_uri, config.experiment, config.artifact_root, config.run_name,
-                      {**to_dict(config), **data_facts}, {"job": "train"})
-    print(f"train: MLflow run {run_id} in experiment {config.experiment!r} at {config.tracking_uri}; "
-          f"Ray Train run {config.run_name!r} in {config.storage_path}", flush=True)
+    run_id = None
+    if config.tracking:
+        run_id = open_run(config.tracking_uri, config.experiment, config.artifact_root, config.run_name,
+                          {**to_dict(config), **data_facts}, {"job": "train"})
+        print(f"train: MLflow run {run_id} in experiment {config.experiment!r} at {config.tracking_uri}", flush=True)
+    print(f"train: Ray Train run {config.run_name!r} in {config.storage_path}", flush=True)
     status = "FAILED"
     try:
         result = build_trainer(config, run_id).fit()
         status = "FINISHED"
+        return result
     finally:
-        close_run(config.tracking_uri, run_id, status)
+        if run_id:
+            close_run(config.tracking_uri, run_id, status)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        config = parse(TrainConfig, argv).resolved()
+        data_facts = check_against_shards(config)
+    except (ConfigError, ManifestError, storage.StorageError, ValueError) as error:
+        print(f"train: {error}", file=sys.stderr)
+        return 2
+    result = run(config, data_facts)
     print(f"train: done; final metrics {({k: round(v, 4) for k, v in result.metrics.items()})}; "
           f"checkpoint {result.checkpoint.path if result.checkpoint else None}", flush=True)
     return 0

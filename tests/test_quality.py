@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from gan.classifier import ensure_reference, load_split
-from gan.data import rank_batches, plan_epoch
+from gan.data import normalise, plan_epoch, rank_batches
 from gan.manifest import read_manifest
 from gan.models import ModelShape
 from gan.quality import evaluate_generator, frechet_distance, precision_recall, quality_of_images
@@ -77,7 +77,7 @@ def test_fid_falls_as_the_generator_trains(reference, digits_shards):
     for epoch in range(12):
         plan = plan_epoch(manifest.shards("train"), 1, 32, epoch, 0)
         for images, _ in rank_batches(str(digits_shards), plan, 0, 32, 1, 500, epoch):
-            train_step(state, images)
+            train_step(state, normalise(images))
         if epoch in (2, 11):
             measured.append(evaluate_generator(state.generator, reference, 64, 500)["quality/fid_domain"])
     assert measured[0] > measured[1] > measured[2], measured
