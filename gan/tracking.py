@@ -32,10 +32,12 @@ def _experiment_id(client: MlflowClient, name: str, artifact_root: str, tracking
 
 
 def open_run(tracking_uri: str, experiment: str, artifact_root: str, run_name: str, params: dict[str, Any],
-             tags: dict[str, str]) -> str:
-    """The MLflow run for this Ray Train run name: the existing one when resuming, else a new one with params."""
+             tags: dict[str, str], display_name: str = "", parent_run_id: str | None = None) -> str:
+    """The MLflow run for this Ray Train run name: the existing one when resuming, else a new one with params
+    (nested under `parent_run_id` when given, as a sweep's trials are)."""
     client = MlflowClient(tracking_uri)
-    experiment_id = _experiment_id(client, experiment, artifact_root, tracking_uri)
+    experiment_id = (client.get_run(parent_run_id).info.experiment_id if parent_run_id
+                     else _experiment_id(client, experiment, artifact_root, tracking_uri))
     existing = client.search_runs([experiment_id], filter_string=f"tags.`{RUN_NAME_TAG}` = '{run_name}'",
                                   max_results=1)
     if existing:
@@ -44,9 +46,18 @@ def open_run(tracking_uri: str, experiment: str, artifact_root: str, run_name: s
         resumes = int(existing[0].data.tags.get("resumes", "0")) + 1
         client.set_tag(run_id, "resumes", str(resumes))
         return run_id
-    run = client.create_run(experiment_id, run_name=run_name, tags={RUN_NAME_TAG: run_name, **tags})
+    nested = {"mlflow.parentRunId": parent_run_id} if parent_run_id else {}
+    run = client.create_run(experiment_id, run_name=display_name or run_name,
+                            tags={RUN_NAME_TAG: run_name, **nested, **tags})
     client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in sorted(params.items())])
     return run.info.run_id
+
+
+def set_run_status(tracking_uri: str, run_id: str, status: str, label: str) -> None:
+    """End a run as FINISHED / FAILED / KILLED, with a readable `status` tag (e.g. 'stopped early', 'diverged')."""
+    client = MlflowClient(tracking_uri)
+    client.set_tag(run_id, "status", label)
+    client.set_terminated(run_id, status=status)
 
 
 def close_run(tracking_uri: str, run_id: str, status: str) -> None:
@@ -98,6 +109,9 @@ class RunLogger:
 
     def log_image(self, image: np.ndarray, key: str, step: int) -> None:
         self._submit(f"image {key}", lambda: self._client.log_image(self.run_id, image, key=key, step=step))
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self._submit("tags", lambda: [self._client.set_tag(self.run_id, k, v) for k, v in tags.items()])
 
     def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None:
         """Uploaded before this returns (the file may be temporary): waits for the calls queued ahead of it."""

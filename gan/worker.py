@@ -6,6 +6,7 @@ Reads top to bottom: setup (config, models, DDP, restore), then per epoch: plan 
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -95,7 +96,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                          "perf/epoch_img_per_s": plan.steps * images_per_step / seconds,
                          "data/unused_samples": plan.unused_samples, **sum_across_ranks(health.as_metrics())}
         tracker.log_metrics(epoch_metrics, state.step)
-        if reference is not None and (state.epoch % config.quality_every == 0 or state.epoch == config.epochs):
+        if reference is not None and (state.epoch % config.quality_every == 0 or state.epoch in (1, config.epochs)):
             quality = evaluate_generator(unwrap(state.generator), reference, config.latent_dim,
                                          config.quality_samples, seed=config.seed)
             tracker.log_metrics(quality, state.step)
@@ -121,11 +122,24 @@ def _to_device(images: torch.Tensor, device: torch.device, memory_format: torch.
     return normalise(images.to(device, non_blocking=True)).contiguous(memory_format=memory_format)
 
 
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite; the last good checkpoint stays the latest one."""
+
+
 def _log_window(meter: WindowMeter, tracker: RunLogger, step: int, since: float,
                 images_per_step: int) -> dict[str, float]:
-    """Reduce the window's statistics across ranks (a collective: every rank calls it) and log them."""
+    """Reduce the window's statistics across ranks (a collective: every rank calls it) and log them.
+
+    The reduced values are identical on every rank, so on a NaN/inf loss all ranks stop together (no DDP hang),
+    before the broken weights can reach a checkpoint."""
     images = meter.pending * images_per_step
     metrics = meter.reduce()
+    bad = sorted(name for name, value in metrics.items() if not math.isfinite(value))
+    if bad:
+        tracker.set_tags({"status": "diverged", "diverged_at_step": str(step)})
+        tracker.close()
+        raise TrainingDiverged(f"{', '.join(bad)} not finite at step {step}: the run diverged; lower --lr or "
+                               f"resume from the last checkpoint with other settings")
     metrics["perf/img_per_s"] = images / max(time.perf_counter() - since, 1e-9)
     tracker.log_metrics(metrics, step)
     return metrics
@@ -148,8 +162,9 @@ def _progress_line(metrics: dict[str, float], epochs: int) -> str:
             + (f"  fid_domain {metrics['quality/fid_domain']:.1f}" if "quality/fid_domain" in metrics else ""))
 
 
-def build_trainer(config: TrainConfig, run_id: str | None) -> TorchTrainer:
-    """A TorchTrainer for one run; same name + storage path means Ray Train resumes from its latest checkpoint."""
+def build_trainer(config: TrainConfig, run_id: str | None, callbacks: list | None = None) -> TorchTrainer:
+    """A TorchTrainer for one run; same name + storage path means Ray Train resumes from its latest checkpoint.
+    `callbacks` (e.g. Tune's TuneReportCallback) see every report."""
     storage.configure(config.s3_endpoint_url)
     filesystem, storage_path = storage.pyarrow_filesystem(config.storage_path)
     return TorchTrainer(
@@ -165,5 +180,6 @@ def build_trainer(config: TrainConfig, run_id: str | None) -> TorchTrainer:
             failure_config=FailureConfig(max_failures=config.max_failures),
             # Ray Train's per-report INFO lines would drown the one progress line per epoch in `ray job logs`.
             logging_config=LoggingConfig(log_level="WARNING"),
+            callbacks=callbacks or [],
         ),
     )

@@ -1,0 +1,106 @@
+"""Hyper-parameter sweeps: Ray Tune over a driver function that builds one TorchTrainer per trial (the pattern Ray
+documents for Train V2; `Tuner(trainer)` is gone), one nested MLflow run per trial under one parent run.
+
+The search space is learning rate (log-uniform, or a grid) x latent size (a choice); ASHA stops trials whose
+`quality/fid_domain` lags at each rung. Trials report through Train's TuneReportCallback, once per epoch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+from ray.tune.integration.ray_train import TuneReportCallback
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+from gan import storage
+from gan.config import SweepConfig, TrainConfig, from_dict, to_dict
+from gan.tracking import open_run, set_run_status
+from gan.worker import build_trainer
+
+METRIC, MODE = "quality/fid_domain", "min"
+
+
+def trial_name(lr: float, latent_dim: int) -> str:
+    return f"lr={lr:.1e} nz={latent_dim}"
+
+
+def search_space(config: SweepConfig) -> dict[str, Any]:
+    latent_dims = [int(v) for v in config.latent_dims.split(",")]
+    if config.lr_grid:
+        lr = tune.grid_search([float(v) for v in config.lr_grid.split(",")])
+    else:
+        lr = tune.loguniform(config.lr_min, config.lr_max)
+    return {"lr": lr, "latent_dim": tune.choice(latent_dims) if len(latent_dims) > 1 else latent_dims[0]}
+
+
+def run_trial(params: dict[str, Any]) -> None:
+    """One trial: the sweep's training config with this trial's lr/latent size, in a child MLflow run."""
+    base = from_dict(TrainConfig, params["train"])
+    context = tune.get_context()
+    trial_id = context.get_trial_id()
+    train = dataclasses.replace(base, lr=float(params["lr"]), latent_dim=int(params["latent_dim"]),
+                                run_name=f"{base.run_name}-{trial_id}",
+                                storage_path=storage.join(base.storage_path, base.run_name), max_failures=0)
+    name = trial_name(train.lr, train.latent_dim)
+    run_id = None
+    if train.tracking:
+        run_id = open_run(train.tracking_uri, train.experiment, train.artifact_root, train.run_name, to_dict(train),
+                          {"tune.trial_id": trial_id, "job": "sweep trial"}, display_name=name,
+                          parent_run_id=params["parent_run_id"])
+    build_trainer(train, run_id, callbacks=[TuneReportCallback()]).fit()
+    if run_id:
+        set_run_status(train.tracking_uri, run_id, "FINISHED", "completed")
+
+
+def _trial_trainable():
+    """The trial function holds no CPU (its Train workers hold them all), so on a 2-CPU machine one trial's two
+    workers still fit; Ray needs some resource in a bundle, hence a token 256 MiB of memory."""
+    return tune.with_resources(run_trial, {"cpu": 0, "memory": 256 * 1024**2})
+
+
+def build_tuner(config: SweepConfig, train: TrainConfig, parent_run_id: str | None) -> tune.Tuner:
+    if config.scheduler == "asha":
+        scheduler = ASHAScheduler(time_attr="epoch", max_t=train.epochs, grace_period=config.grace_period,
+                                  reduction_factor=config.reduction_factor)
+    else:
+        scheduler = FIFOScheduler()
+    trainable = _trial_trainable()
+    return tune.Tuner(
+        trainable,
+        param_space={**search_space(config), "train": to_dict(train), "parent_run_id": parent_run_id},
+        tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, scheduler=scheduler, num_samples=config.num_samples,
+                                    max_concurrent_trials=config.max_concurrent_trials,
+                                    trial_dirname_creator=lambda trial: f"trial-{trial.trial_id}"),
+        run_config=tune.RunConfig(name=train.run_name, storage_path=train.storage_path,
+                                  failure_config=tune.FailureConfig(fail_fast=False)),
+    )
+
+
+def restore_tuner(config: SweepConfig, train: TrainConfig) -> tune.Tuner | None:
+    path = storage.join(train.storage_path, train.run_name)
+    if not tune.Tuner.can_restore(path):
+        return None
+    return tune.Tuner.restore(path, _trial_trainable(), resume_errored=False, restart_errored=False)
+
+
+def summarise(results: tune.ResultGrid) -> list[dict[str, Any]]:
+    """One row per trial: its settings, how it ended, its last and best quality."""
+    rows = []
+    for result in results:
+        frame = result.metrics_dataframe
+        history = frame[METRIC].dropna().tolist() if frame is not None and METRIC in frame else []
+        params = result.config or {}
+        error = result.error
+        epochs = int(result.metrics.get("epoch", 0)) if result.metrics else 0
+        max_epochs = params.get("train", {}).get("epochs", 0)
+        status = ("diverged" if error and "diverged" in str(error) else "failed" if error
+                  else "completed" if epochs >= max_epochs else "stopped early")
+        rows.append({"trial_id": Path(result.path).name.removeprefix("trial-"),
+                     "run_name": trial_name(params.get("lr", math.nan), params.get("latent_dim", 0)),
+                     "lr": params.get("lr"), "latent_dim": params.get("latent_dim"), "status": status,
+                     "epochs": epochs, "final_fid_domain": history[-1] if history else math.nan,
+                     "best_fid_domain": min(history) if history else math.nan})
+    return rows
