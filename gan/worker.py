@@ -17,6 +17,7 @@ import torch
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer, prepare_model
 
+from gan import storage
 from gan.checkpoint import load_checkpoint, save_checkpoint, save_generator
 from gan.classifier import load_reference, reference_location
 from gan.config import TrainConfig, from_dict, to_dict
@@ -25,9 +26,8 @@ from gan.images import sample_grid
 from gan.manifest import read_manifest
 from gan.models import ModelShape
 from gan.quality import evaluate_generator
-from gan.state import TrainState, unwrap
-from gan import storage
 from gan.shard_reader import DataHealth, ReadPolicy
+from gan.state import TrainState, unwrap
 from gan.stats import WindowMeter, sum_across_ranks
 from gan.step import STEP_STATS, train_step
 from gan.tracking import RunLogger
