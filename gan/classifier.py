@@ -95,6 +95,7 @@ def train_reference(shards_root: str, manifest: Manifest, epochs: int = 8, seed:
                          f"needs labelled classes (one sub-folder per class) — or run with --quality-every 0")
     start = time.perf_counter()
     torch.manual_seed(seed)
+    shifts = np.random.default_rng(seed)
     images, labels = load_split(shards_root, manifest, "train")
     test_images, test_labels = load_split(shards_root, manifest, "holdout")
     model = DomainClassifier(manifest.channels, len(manifest.class_names))
@@ -103,7 +104,7 @@ def train_reference(shards_root: str, manifest: Manifest, epochs: int = 8, seed:
         model.train()
         for batch in torch.randperm(len(images)).split(64):
             # Small random shifts: the generator's digits are not centred exactly as the scans are.
-            shifted = torch.roll(images[batch], shifts=tuple(int(s) for s in np.random.randint(-2, 3, size=2)), dims=(2, 3))
+            shifted = torch.roll(images[batch], shifts=tuple(int(s) for s in shifts.integers(-2, 3, size=2)), dims=(2, 3))
             loss = nn.functional.cross_entropy(model(shifted), labels[batch])
             optimiser.zero_grad(set_to_none=True)
             loss.backward()

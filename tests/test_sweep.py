@@ -60,11 +60,14 @@ def test_every_trial_is_a_child_run_with_its_own_settings_and_series(swept):
 
 @pytest.mark.slow
 def test_asha_stops_lagging_trials_early(swept):
-    _, _, children = _runs(swept)
+    client, (parent,), children = _runs(swept)
     statuses = sorted(c.data.tags["status"] for c in children)
     assert "stopped early" in statuses and "completed" in statuses
-    stopped = [c for c in children if c.data.tags["status"] == "stopped early"]
-    assert all(c.info.status == "KILLED" and c.data.metrics["epoch"] < 3 for c in stopped)
+    assert all(c.info.status == "KILLED" for c in children if c.data.tags["status"] == "stopped early")
+    # Tune's own record: a stopped trial reported fewer epochs than the schedule (its Train run may still have
+    # logged one more epoch to MLflow before the trial actor was stopped).
+    table = list(csv.DictReader(open(client.download_artifacts(parent.info.run_id, "summary.csv"))))
+    assert all(int(row["epochs"]) < 3 for row in table if row["status"] == "stopped early")
 
 
 @pytest.mark.slow
@@ -85,16 +88,17 @@ def test_parent_holds_the_summary_and_the_best_trial_matches_the_table(swept):
 def test_a_killed_sweep_resumes_without_rerunning_completed_trials(digits_shards, tmp_path):
     driver = subprocess.Popen(_sweep(digits_shards, tmp_path), cwd=tmp_path, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
+    # Watch Tune's own saved state (not the MLflow store the driver is still creating) for a finished trial.
     deadline = time.monotonic() + 600
-    finished = []
-    while time.monotonic() < deadline and not finished and driver.poll() is None:
+    while time.monotonic() < deadline and driver.poll() is None:
         time.sleep(2)
-        if (tmp_path / "mlruns.db").exists():
-            finished = [c for c in _runs(tmp_path)[2] if c.info.status == "FINISHED"]
-    assert finished, "no trial finished before the deadline"
+        if any("TERMINATED" in state.read_text() for state in (tmp_path / "ray" / "sw").glob("experiment_state-*")):
+            break
+    assert driver.poll() is None, "the sweep ended before it could be interrupted"
     os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started, mid-sweep
     driver.wait()
-    done_before = {c.info.run_id for c in finished}
+    done_before = {c.info.run_id for c in _runs(tmp_path)[2] if c.info.status == "FINISHED"}
+    assert done_before and len(done_before) < 4
 
     resumed = subprocess.run(_sweep(digits_shards, tmp_path, "--resume"), cwd=tmp_path, capture_output=True,
                              text=True, timeout=900)
