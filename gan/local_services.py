@@ -163,8 +163,8 @@ def start_ray_head(temp_dir: str | Path, num_cpus: int = 2, timeout: float = 120
     Stopping it kills only its own process group: `ray stop` would stop every Ray on the machine."""
     temp_dir = Path(temp_dir)
     temp_dir.mkdir(parents=True, exist_ok=True)
-    ports = dict(zip(_RAY_PORT_FLAGS, _free_ports(len(_RAY_PORT_FLAGS) + 1)))
-    worker_port = _free_ports(1)[0]
+    *service_ports, worker_port = _free_ports(len(_RAY_PORT_FLAGS) + 1)
+    ports = dict(zip(_RAY_PORT_FLAGS, service_ports))
     command = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", f"--num-cpus={num_cpus}",
                "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", "--include-dashboard=true",
                f"--temp-dir={temp_dir}", "--disable-usage-stats", f"--min-worker-port={worker_port}",

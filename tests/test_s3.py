@@ -91,7 +91,7 @@ def test_a_bad_shard_is_detected_counted_and_skipped(s3_env, digits_shards, dama
         _read_all(prefix, ReadPolicy(strict=True, attempts=1))
 
 
-def test_wrong_credentials_fail_once_and_clearly(s3_env, digits_shards, monkeypatch):
+def test_wrong_credentials_fail_once_and_clearly(s3_env, digits_shards):
     prefix = _upload(digits_shards)
     env = {**s3_env.env, "AWS_SECRET_ACCESS_KEY": "not-the-secret"}
     result = subprocess.run([sys.executable, "-m", "jobs.train", "--shards", prefix], cwd=REPO, text=True,

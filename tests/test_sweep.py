@@ -1,4 +1,5 @@
 """Sweeps on a real local Ray with a real MLflow store: nested runs, ASHA early stops, summary, resume after a kill."""
+import contextlib
 import csv
 import math
 import os
@@ -88,15 +89,19 @@ def test_parent_holds_the_summary_and_the_best_trial_matches_the_table(swept):
 def test_a_killed_sweep_resumes_without_rerunning_completed_trials(digits_shards, tmp_path):
     driver = subprocess.Popen(_sweep(digits_shards, tmp_path), cwd=tmp_path, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
-    # Watch Tune's own saved state (not the MLflow store the driver is still creating) for a finished trial.
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and driver.poll() is None:
-        time.sleep(2)
-        if any("TERMINATED" in state.read_text() for state in (tmp_path / "ray" / "sw").glob("experiment_state-*")):
-            break
-    assert driver.poll() is None, "the sweep ended before it could be interrupted"
-    os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started, mid-sweep
-    driver.wait()
+    try:
+        # Watch Tune's own saved state (not the MLflow store the driver is still creating) for a finished trial.
+        deadline = time.monotonic() + 600
+        state_files = (tmp_path / "ray" / "sw").glob
+        while time.monotonic() < deadline and driver.poll() is None:
+            time.sleep(2)
+            if any("TERMINATED" in state.read_text() for state in state_files("experiment_state-*")):
+                break
+        assert driver.poll() is None, "the sweep ended before it could be interrupted"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started, mid-sweep
+        driver.wait()
     done_before = {c.info.run_id for c in _runs(tmp_path)[2] if c.info.status == "FINISHED"}
     assert done_before and len(done_before) < 4
 
