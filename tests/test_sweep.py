@@ -1,6 +1,7 @@
 """Sweeps on a real local Ray with a real MLflow store: nested runs, ASHA early stops, summary, resume after a kill."""
 import contextlib
 import csv
+import json
 import math
 import os
 import signal
@@ -92,17 +93,14 @@ def test_a_killed_sweep_resumes_without_rerunning_completed_trials(digits_shards
     try:
         # Watch Tune's own saved state (not the MLflow store the driver is still creating) for a finished trial.
         deadline = time.monotonic() + 600
-        state_files = (tmp_path / "ray" / "sw").glob
-        while time.monotonic() < deadline and driver.poll() is None:
+        while time.monotonic() < deadline and driver.poll() is None and not _terminated_trials(tmp_path):
             time.sleep(2)
-            if any("TERMINATED" in state.read_text() for state in state_files("experiment_state-*")):
-                break
         assert driver.poll() is None, "the sweep ended before it could be interrupted"
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started, mid-sweep
         driver.wait()
-    done_before = {c.info.run_id for c in _runs(tmp_path)[2] if c.info.status == "FINISHED"}
+    done_before = _terminated_trials(tmp_path)
     assert done_before and len(done_before) < 4
 
     resumed = subprocess.run(_sweep(digits_shards, tmp_path, "--resume"), cwd=tmp_path, capture_output=True,
@@ -111,12 +109,23 @@ def test_a_killed_sweep_resumes_without_rerunning_completed_trials(digits_shards
     assert "resuming 'sw'" in resumed.stdout
     client, parents, children = _runs(tmp_path)
     assert len(parents) == 1 and len(children) == 4  # no trial started twice
-    for run_id in done_before:
-        child = client.get_run(run_id)
+    for child in (c for c in children if c.data.tags["tune.trial_id"] in done_before):
         assert "resumes" not in child.data.tags  # a rerun trial would have re-opened its run
-        steps = [m.step for m in client.get_metric_history(run_id, "loss/G")]
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "loss/G")]
         assert len(steps) == len(set(steps))
     assert all(c.info.status in ("FINISHED", "KILLED") for c in children)
+
+
+def _terminated_trials(work) -> set[str]:
+    """Trial ids that Tune's last saved experiment state records as finished (completed or stopped)."""
+    finished = set()
+    for state_file in (work / "ray" / "sw").glob("experiment_state-*.json"):
+        with contextlib.suppress(ValueError):  # the driver may be rewriting it right now
+            for trial_json, _ in json.loads(state_file.read_text())["trial_data"]:
+                trial = json.loads(trial_json)
+                if trial["status"] == "TERMINATED":
+                    finished.add(trial["trial_id"])
+    return finished
 
 
 def test_a_non_finite_loss_stops_the_run_instead_of_training_on():
