@@ -68,22 +68,25 @@ def build_tuner(config: SweepConfig, train: TrainConfig, parent_run_id: str | No
     else:
         scheduler = FIFOScheduler()
     trainable = _trial_trainable()
+    filesystem, storage_path = storage.pyarrow_filesystem(train.storage_path)  # s3:// with our endpoint too
     return tune.Tuner(
         trainable,
         param_space={**search_space(config), "train": to_dict(train), "parent_run_id": parent_run_id},
         tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, scheduler=scheduler, num_samples=config.num_samples,
                                     max_concurrent_trials=config.max_concurrent_trials,
                                     trial_dirname_creator=lambda trial: f"trial-{trial.trial_id}"),
-        run_config=tune.RunConfig(name=train.run_name, storage_path=train.storage_path,
+        run_config=tune.RunConfig(name=train.run_name, storage_path=storage_path, storage_filesystem=filesystem,
                                   failure_config=tune.FailureConfig(fail_fast=False)),
     )
 
 
 def restore_tuner(config: SweepConfig, train: TrainConfig) -> tune.Tuner | None:
-    path = storage.join(train.storage_path, train.run_name)
-    if not tune.Tuner.can_restore(path):
+    filesystem, storage_path = storage.pyarrow_filesystem(train.storage_path)
+    path = f"{storage_path.rstrip('/')}/{train.run_name}"
+    if not tune.Tuner.can_restore(path, storage_filesystem=filesystem):
         return None
-    return tune.Tuner.restore(path, _trial_trainable(), resume_errored=False, restart_errored=False)
+    return tune.Tuner.restore(path, _trial_trainable(), resume_errored=False, restart_errored=False,
+                              storage_filesystem=filesystem)
 
 
 def summarise(results: tune.ResultGrid) -> list[dict[str, Any]]:
