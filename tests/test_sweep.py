@@ -133,3 +133,17 @@ def test_a_non_finite_loss_stops_the_run_instead_of_training_on():
     meter.add(torch.tensor([0.5, float("nan")]))
     with pytest.raises(TrainingDiverged, match="loss/G not finite at step 7"):
         _log_window(meter, RunLogger("", None, active=False), step=7, since=time.perf_counter(), images_per_step=8)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--lr-min", "1e-3", "--lr-max", "1e-4"], "--lr-min=0.001 must be below --lr-max=0.0001"),
+    (["--latent-dims", "32,abc"], "comma-separated numbers"),
+    (["--latent-dims", "0,32"], "--latent-dims must be >= 1"),
+    (["--quality-every", "0"], "ranks trials by quality/fid_domain"),
+])
+def test_bad_sweep_settings_are_rejected_before_ray_starts(argv, message):
+    from gan.config import ConfigError, SweepConfig, parse
+    from jobs.sweep import check_sweep
+
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        check_sweep(parse(SweepConfig, argv))
