@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny real shard set built from the bundled digits, and one local Ray for the session."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,11 @@ from gan.shard_writer import write_shards
 from gan.sources import load_digits
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def clean_env() -> dict[str, str]:
+    """This environment without S3, MLflow and Ray addresses, for subprocesses that must get those from the test."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_", "RAY_ADDRESS"))}
 
 
 @pytest.fixture(scope="session")

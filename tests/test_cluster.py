@@ -1,6 +1,5 @@
 """The jobs as users run them: `ray job submit` (the CLI) to a real `ray start --head` cluster, and cluster.yaml."""
 import json
-import os
 import subprocess
 import sys
 import time
@@ -12,7 +11,7 @@ import yaml
 from mlflow import MlflowClient
 
 from gan.local_services import start_ray_head
-from tests.conftest import REPO
+from tests.conftest import REPO, clean_env
 
 RAY = str(Path(sys.executable).with_name("ray"))
 
@@ -26,8 +25,7 @@ def ray_cluster(tmp_path_factory):
 
 
 def _ray(cluster, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_"))}
-    return subprocess.run([RAY, *args], env={**env, **cluster.env}, cwd=REPO, capture_output=True, text=True,
+    return subprocess.run([RAY, *args], env={**clean_env(), **cluster.env}, cwd=REPO, capture_output=True, text=True,
                           timeout=timeout)
 
 

@@ -16,7 +16,7 @@ from gan.data import rank_samples
 from gan.manifest import read_manifest
 from gan.shard_reader import DataError, DataHealth, ReadPolicy
 from gan.shard_writer import copy_shards
-from tests.conftest import BUCKET, REPO, S3_SECRET_KEY
+from tests.conftest import BUCKET, REPO, S3_SECRET_KEY, clean_env
 
 FAST_RETRY = ReadPolicy(attempts=2, backoff_seconds=0.05)
 
@@ -95,18 +95,12 @@ def test_wrong_credentials_fail_once_and_clearly(s3_env, digits_shards):
     prefix = _upload(digits_shards)
     env = {**s3_env.env, "AWS_SECRET_ACCESS_KEY": "not-the-secret"}
     result = subprocess.run([sys.executable, "-m", "jobs.train", "--shards", prefix], cwd=REPO, text=True,
-                            capture_output=True, timeout=120, env={**_clean_env(), **env})
+                            capture_output=True, timeout=120, env={**clean_env(), **env})
     assert result.returncode == 2
     message = result.stderr.strip().splitlines()[-1]
     assert "access denied (SignatureDoesNotMatch)" in message and s3_env.url in message
     assert "AWS_SECRET_ACCESS_KEY" in message  # names the fix
     assert "Traceback" not in result.stderr
-
-
-def _clean_env() -> dict:
-    import os
-
-    return {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_", "RAY_ADDRESS"))}
 
 
 def _rest(server, path: str, **query) -> dict:
@@ -119,7 +113,7 @@ def _rest(server, path: str, **query) -> dict:
 def test_training_reads_s3_and_keeps_checkpoints_and_artifacts_there(s3_env, mlflow_server, digits_shards, tmp_path):
     client = _client(s3_env)
     shards = f"s3://{BUCKET}/itest/digits"
-    env = {**_clean_env(), **s3_env.env}
+    env = {**clean_env(), **s3_env.env}
     made = subprocess.run([sys.executable, "-m", "jobs.make_shards", "--upload-from", str(digits_shards), "--out",
                            shards], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert made.returncode == 0, made.stderr
