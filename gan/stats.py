@@ -26,9 +26,8 @@ class WindowMeter:
         """Mean over the window and over every rank. Every rank must call it at the same step (a collective)."""
         if self._sum is None:
             return {}
-        total = torch.cat([self._sum.float(), torch.tensor([float(self._count)], device=self._sum.device)])
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(total)
+        total = _summed_over_ranks(torch.cat([self._sum.float(),
+                                              torch.tensor([float(self._count)], device=self._sum.device)]))
         values = (total[:-1] / total[-1]).tolist()
         self._sum, self._count = None, 0
         return dict(zip(self.names, values))
@@ -36,7 +35,12 @@ class WindowMeter:
 
 def sum_across_ranks(values: dict[str, float]) -> dict[str, float]:
     """Element-wise sum over all ranks (a collective: every rank calls it with the same keys)."""
-    total = torch.tensor([float(v) for v in values.values()], dtype=torch.float64)
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(total)
+    total = _summed_over_ranks(torch.tensor([float(v) for v in values.values()], dtype=torch.float64))
     return dict(zip(values, total.tolist()))
+
+
+def _summed_over_ranks(tensor: torch.Tensor) -> torch.Tensor:
+    """In-place all-reduce (sum) when running distributed; the tensor as it is in a single process."""
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(tensor)
+    return tensor
