@@ -199,13 +199,13 @@ def validate(config: Any) -> Any:
 
 def parse(cls: type, argv: Sequence[str] | None = None, description: str = "") -> Any:
     """Defaults <- YAML file (--config) <- CLI flags; unknown keys and out-of-range values raise ConfigError."""
-    parser = argparse.ArgumentParser(description=description or cls.__doc__,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=description or cls.__doc__)
     parser.add_argument("--config", help="YAML file with field: value pairs (flags override it).")
     for f in dataclasses.fields(cls):
-        help_text = f.metadata["doc"]
+        help_text = f.metadata["doc"].replace("%", "%%")  # argparse expands %-formats in help
         if _field_type(cls, f) is bool:
-            parser.add_argument(flag_name(f.name), action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            parser.add_argument(flag_name(f.name), action=argparse.BooleanOptionalAction, default=None,
+                                help=f"{help_text} (default: {f.default})")
         else:
             parser.add_argument(flag_name(f.name), default=None, metavar=f.name.upper(),
                                 help=f"{help_text} (default: {f.default})")

@@ -68,3 +68,13 @@ def test_tracking_uri_defaults_to_the_mlflow_environment_then_a_local_store(tmp_
 def test_every_field_is_documented():
     for cls in (TrainConfig, ShardConfig):
         assert all(f.metadata.get("doc") for f in dataclasses.fields(cls)), cls
+
+
+@pytest.mark.parametrize("job", ["train", "sweep", "make_shards"])
+def test_every_job_prints_its_help_with_each_field_and_default(job):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", f"jobs.{job}", "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "--config" in result.stdout and "(default:" in result.stdout
