@@ -6,7 +6,6 @@ import math
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -16,21 +15,7 @@ from mlflow import MlflowClient
 from gan.stats import WindowMeter
 from gan.tracking import RunLogger
 from gan.worker import TrainingDiverged, _log_window
-from tests.conftest import REPO
-
-# A configured case for ASHA: trials run one at a time in grid order, and with this tiny model a large learning rate
-# measurably worsens fid_domain in the first epoch (measured 4100 vs 4096), so the last two trials land below
-# the rung-1 cut-off that the first two set, and ASHA must stop them.
-TINY = ["--epochs", "3", "--steps-per-epoch", "4", "--batch-size", "16", "--g-features", "8", "--d-features", "8",
-        "--quality-every", "1", "--quality-samples", "200", "--latent-dims", "16", "--num-samples", "1",
-        "--lr-grid", "1e-6,5e-7,2e-3,5e-3"]
-
-
-def _sweep(digits_shards, work, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "jobs.sweep", "--shards", str(digits_shards), *TINY, "--run-name", "sw",
-            "--tracking-uri", f"sqlite:///{work / 'mlruns.db'}", "--artifact-root", str(work / "mlartifacts"),
-            "--storage-path", str(work / "ray"), *extra]
-
+from tests.conftest import sweep_command
 
 def _runs(work):
     client = MlflowClient(f"sqlite:///{work / 'mlruns.db'}")
@@ -38,14 +23,6 @@ def _runs(work):
     parents = [r for r in runs if r.data.tags.get("job") == "sweep"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
     return client, parents, children
-
-
-@pytest.fixture(scope="module")
-def swept(digits_shards, tmp_path_factory):
-    work = tmp_path_factory.mktemp("sweep")
-    result = subprocess.run(_sweep(digits_shards, work), cwd=work, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    return work
 
 
 @pytest.mark.slow
@@ -88,7 +65,7 @@ def test_parent_holds_the_summary_and_the_best_trial_matches_the_table(swept):
 
 @pytest.mark.slow
 def test_a_killed_sweep_resumes_without_rerunning_completed_trials(digits_shards, tmp_path):
-    driver = subprocess.Popen(_sweep(digits_shards, tmp_path), cwd=tmp_path, stdout=subprocess.DEVNULL,
+    driver = subprocess.Popen(sweep_command(digits_shards, tmp_path), cwd=tmp_path, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         # Watch Tune's own saved state (not the MLflow store the driver is still creating) for a finished trial.
@@ -103,7 +80,7 @@ def test_a_killed_sweep_resumes_without_rerunning_completed_trials(digits_shards
     done_before = _terminated_trials(tmp_path)
     assert done_before and len(done_before) < 4
 
-    resumed = subprocess.run(_sweep(digits_shards, tmp_path, "--resume"), cwd=tmp_path, capture_output=True,
+    resumed = subprocess.run(sweep_command(digits_shards, tmp_path, "--resume"), cwd=tmp_path, capture_output=True,
                              text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
     assert "resuming 'sw'" in resumed.stdout

@@ -1,0 +1,94 @@
+"""What a user browses in the MLflow UI after a run and a sweep, checked in a real chromium against a real
+`mlflow server` over a store that a real tiny training run and a real tiny sweep wrote.
+
+Screenshots of every page land in test-artifacts/mlflow-ui/ (or $UI_SCREENSHOTS)."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.conftest import REPO, clean_env
+from tests.mlflow_ui import (CHROMIUM, browser_page, chart_card, image_size, open_artifact, open_model_metrics,
+                             open_runs_table, plotted_line_count, sample_grid, slide_to_last_step, table_rows)
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                 reason=f"{CHROMIUM} missing: scripts/test.sh installs Debian's chromium with apt")]
+
+SHOTS = Path(os.environ.get("UI_SCREENSHOTS", REPO / "test-artifacts" / "mlflow-ui"))
+
+
+@pytest.fixture(scope="module")
+def ui(swept, digits_shards):
+    """The sweep's store plus one tiny training run, served by a real `mlflow server` on a free loopback port."""
+    from gan.local_services import start_mlflow_server
+
+    tracking = f"sqlite:///{swept / 'mlruns.db'}"
+    train = subprocess.run(
+        [sys.executable, "-m", "jobs.train", "--shards", str(digits_shards), "--epochs", "2", "--steps-per-epoch", "3",
+         "--batch-size", "16", "--g-features", "8", "--d-features", "8", "--quality-every", "1",
+         "--quality-samples", "200", "--run-name", "tiny-run", "--tracking-uri", tracking,
+         "--artifact-root", str(swept / "mlartifacts"), "--storage-path", str(swept / "ray")],
+        cwd=swept, capture_output=True, text=True, timeout=600, env=clean_env())
+    assert train.returncode == 0, train.stdout[-2000:] + train.stderr[-3000:]
+    server = start_mlflow_server(tracking, str(swept / "mlartifacts"), swept / "ui-server.log")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    client = MlflowClient(tracking)
+    experiment_id = client.get_experiment_by_name("dcgan").experiment_id
+    runs = client.search_runs([experiment_id])
+    yield {"url": server.url, "experiment_id": experiment_id,
+           "parent": next(r for r in runs if r.data.tags.get("job") == "sweep"),
+           "children": [r for r in runs if r.data.tags.get("mlflow.parentRunId")],
+           "train": next(r for r in runs if r.data.tags.get("ray.run_name") == "tiny-run")}
+    server.stop()
+
+
+def test_experiment_page_lists_the_sweep_and_its_trials_with_lr_and_latent_size(ui):
+    with browser_page() as page:
+        open_runs_table(page, ui["url"], ui["experiment_id"], ui["parent"].info.run_name, ("lr", "latent_dim"))
+        page.get_by_text(ui["children"][0].info.run_name, exact=True).wait_for()
+        page.screenshot(path=str(SHOTS / "experiment_runs.png"))
+        rows = table_rows(page)
+    assert ui["parent"].info.run_name in rows and ui["train"].info.run_name in rows
+    for child in ui["children"]:
+        cells = rows[child.info.run_name]  # run names say what they are, e.g. "lr=2.0e-03 nz=16"
+        assert float(cells["params.`lr`"]) == float(child.data.params["lr"])
+        assert cells["params.`latent_dim`"] == child.data.params["latent_dim"] == "16"
+        assert f"nz={child.data.params['latent_dim']}" in child.info.run_name
+    assert len(ui["children"]) == 4
+
+
+@pytest.mark.parametrize("search, titles", [("loss/", ("D", "G")), ("quality/", ("fid_domain", "precision"))])
+def test_run_page_draws_the_loss_and_quality_charts(ui, search, titles):
+    with browser_page() as page:
+        open_model_metrics(page, ui["url"], ui["experiment_id"], ui["train"].info.run_id, search=search)
+        for title in titles:
+            assert plotted_line_count(chart_card(page, title)) > 0, f"{search}{title} has no plotted line"
+        page.screenshot(path=str(SHOTS / f"run_{search.strip('/')}.png"))
+
+
+def test_sample_grid_series_loads_and_its_slider_reaches_the_last_epoch(ui):
+    with browser_page() as page:
+        open_model_metrics(page, ui["url"], ui["experiment_id"], ui["train"].info.run_id, search="samples")
+        card, image = sample_grid(page)
+        width, height = image_size(image)  # MLflow's thumbnail of the 274-pixel square 8x8 grid
+        assert width > 0 and width == height
+        assert "step%2B0" in image.get_attribute("src")  # the grid before training
+        slide_to_last_step(page, card)
+        page.wait_for_function("() => [...document.images].some(i => i.src.includes('step%2B2%2B') && i.complete)")
+        _, image = sample_grid(page)
+        assert "step%2B2%2B" in image.get_attribute("src") and image_size(image) == (width, height)  # epoch 2
+        page.screenshot(path=str(SHOTS / "run_samples.png"))
+
+
+def test_parent_run_has_a_description_and_its_summary_plot_renders(ui):
+    with browser_page() as page:
+        page.goto(f"{ui['url']}/#/experiments/{ui['experiment_id']}/runs/{ui['parent'].info.run_id}")
+        page.get_by_text("Ray Tune sweep over lr", exact=False).wait_for()
+        page.screenshot(path=str(SHOTS / "sweep_overview.png"))
+        image = open_artifact(page, ui["url"], ui["experiment_id"], ui["parent"].info.run_id, "summary.png")
+        assert image_size(image) == (1000, 400)
+        page.screenshot(path=str(SHOTS / "sweep_summary.png"))
