@@ -53,6 +53,9 @@ class TrainConfig:
     strict: bool = option(False, "Fail the run on any bad shard or sample instead of counting and skipping it.")
     read_attempts: int = option(3, "Reads of a shard (after transient store errors) before it counts as bad.", min=1,
                                 max=20)
+    store_outage_seconds: float = option(60.0, "How long workers wait for an unreachable object store (retrying with "
+                                               "backoff) before the run fails naming the endpoint.", min=0.0,
+                                         max=3600.0)
     s3_endpoint_url: str = option("", "S3 endpoint for shards and checkpoints ('' = AWS_ENDPOINT_URL or AWS's own).")
     # schedule
     epochs: int = option(40, "Total epochs (a resumed run continues up to this number).", min=1, max=100_000)

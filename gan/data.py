@@ -100,7 +100,11 @@ def rank_samples(root: str, shards: tuple[ShardInfo, ...], resolution: int, chan
     skip = skip_bad_sample(health, policy)
 
     def decode(sample: dict) -> tuple[np.ndarray, int, str]:
-        return decode_image(sample["png"], resolution, channels), int(sample.get("cls", b"-1")), sample["__key__"]
+        try:
+            return decode_image(sample["png"], resolution, channels), int(sample.get("cls", b"-1")), sample["__key__"]
+        except Exception as error:  # name the sample: the handler counts it, or fails with this under --strict
+            raise ValueError(f"sample {sample.get('__key__')} of {sample.get('__url__')}: "
+                             f"{type(error).__name__}: {error}") from error
 
     return wds.DataPipeline(
         lambda: _shard_stream(root, shards, health, policy),

@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 # Every listening port `weed mini` opens; left unset, some would take fixed defaults and collide between runs.
 _WEED_PORT_FLAGS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
@@ -46,12 +47,22 @@ def _free_ports(count: int) -> list[int]:
 class Server:
     name: str
     url: str
-    process: subprocess.Popen
+    process: subprocess.Popen | None
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)  # what a client of this server needs in its environment
+    command: list[str] = field(default_factory=list)
+    process_env: dict[str, str] = field(default_factory=dict)
+    ready: Callable[[], bool] | None = None
+
+    def start(self, timeout: float = 90.0) -> "Server":
+        """(Re)start the same command on the same ports and data: a store or tracking server coming back."""
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(self.command, env=self.process_env, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+        return _wait_until(self, self.ready or (lambda: True), timeout)
 
     def stop(self, timeout: float = 20.0) -> None:
-        if self.process.poll() is not None:
+        if self.process is None or self.process.poll() is not None:
             return
         os.killpg(self.process.pid, signal.SIGTERM)
         try:
@@ -107,13 +118,13 @@ def start_seaweedfs(data_dir: str | Path, access_key: str, secret_key: str, buck
         command.append(f"-bucket={','.join(buckets)}")
     env = {**os.environ, "AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
     log_path = data_dir / "weed.log"
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{ports['s3.port']}"
-    server = Server("SeaweedFS", url, process, log_path,
+    server = Server("SeaweedFS", url, None, log_path,
                     env={"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key,
-                         "AWS_DEFAULT_REGION": "us-east-1"})
-    return _wait_until(server, lambda: _http_ok(url) and _buckets_ready(server, buckets), timeout)
+                         "AWS_DEFAULT_REGION": "us-east-1"},
+                    command=command, process_env=env)
+    server.ready = lambda: _http_ok(url) and _buckets_ready(server, buckets)
+    return server.start(timeout)
 
 
 def _buckets_ready(server: Server, buckets: tuple[str, ...]) -> bool:
@@ -143,12 +154,10 @@ def start_mlflow_server(backend_store_uri: str, artifacts_destination: str, log_
         server_env.setdefault("MLFLOW_S3_ENDPOINT_URL", server_env["AWS_ENDPOINT_URL"])
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(command, env=server_env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    server = Server("mlflow server", url, process, log_path, env={"MLFLOW_TRACKING_URI": url})
-    return _wait_until(server, lambda: _http_ok(f"{url}/health"), timeout)
+    server = Server("mlflow server", url, None, log_path, env={"MLFLOW_TRACKING_URI": url}, command=command,
+                    process_env=server_env, ready=lambda: _http_ok(f"{url}/health"))
+    return server.start(timeout)
 
 
 # Ports `ray start --head` would otherwise take at fixed defaults (6379, 8265, 10001, ...).
@@ -178,9 +187,7 @@ def start_ray_head(temp_dir: str | Path, num_cpus: int = 2, timeout: float = 120
     env = {**os.environ, **client_env,
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("RAY_ADDRESS", None)
-    log_path = temp_dir / "ray-start.log"
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{ports['dashboard-port']}"
-    server = Server("ray head", url, process, log_path, env={"RAY_ADDRESS": url, **client_env})
-    return _wait_until(server, lambda: _http_ok(f"{url}/api/version"), timeout)
+    server = Server("ray head", url, None, temp_dir / "ray-start.log", env={"RAY_ADDRESS": url, **client_env},
+                    command=command, process_env=env, ready=lambda: _http_ok(f"{url}/api/version"))
+    return server.start(timeout)

@@ -14,7 +14,7 @@ from typing import Iterator
 import webdataset as wds
 
 from gan.manifest import ShardInfo
-from gan.storage import StorageError
+from gan.storage import StorageError, StoreUnreachable
 
 log = logging.getLogger(__name__)
 
@@ -52,31 +52,47 @@ class ReadPolicy:
     strict: bool = False
     attempts: int = 3  # reads of one shard before it counts as bad
     backoff_seconds: float = 0.5  # doubled after every failed attempt
+    outage_seconds: float = 60.0  # how long an unreachable store is waited for before the run fails
+    outage_poll_max: float = 5.0  # longest pause between two tries while the store is unreachable
 
 
 def read_shard(url: str, shard: ShardInfo, health: DataHealth, policy: ReadPolicy) -> Iterator[dict]:
     """Raw samples of one shard. On a transient error the shard is re-opened and the samples already delivered
     are skipped, so a retry neither repeats nor loses a sample."""
-    delivered, problem = 0, None
-    for attempt in range(policy.attempts):
+    delivered, problem, attempt, unreachable_since = 0, None, 0, None
+    while True:
         try:
             for index, sample in enumerate(wds.tarfile_samples([{"url": url}])):
+                unreachable_since = None  # the store answered: a later outage gets its own deadline
                 if index >= delivered:
                     delivered += 1
                     health.delivered += 1
                     yield sample
             break
+        except StoreUnreachable as error:
+            # The store, not this shard, is gone: wait for it (a restart, a network blip) rather than skip
+            # shard after shard; past the deadline the run fails and names the endpoint.
+            unreachable_since = unreachable_since or time.monotonic()
+            waited = time.monotonic() - unreachable_since
+            if waited >= policy.outage_seconds:
+                raise DataError(f"{error}; still unreachable after {waited:.0f} s of retries "
+                                f"(--store-outage-seconds {policy.outage_seconds:g})") from None
+            health.read_retries += 1
+            log.warning("object store unreachable for %.0f s, retrying %s: %s", waited, url, error)
+            time.sleep(min(policy.backoff_seconds * 2 ** health.read_retries, policy.outage_poll_max))
         except StorageError as error:
             raise DataError(str(error)) from None  # credentials or bucket: no later shard would do better
         except FileNotFoundError:
             problem = "missing"
             break
         except _transient_errors() as error:
-            if attempt + 1 < policy.attempts:
+            attempt += 1
+            if attempt < policy.attempts:
                 health.read_retries += 1
-                time.sleep(policy.backoff_seconds * 2**attempt)
+                time.sleep(policy.backoff_seconds * 2 ** (attempt - 1))
                 continue
             problem = f"unreadable after {policy.attempts} attempts ({type(error).__name__}: {error})"
+            break
         except Exception as error:  # noqa: BLE001 - tar/format errors of any kind mean a corrupt shard
             problem = f"corrupt ({type(error).__name__}: {error})"
             break

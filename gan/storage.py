@@ -25,6 +25,10 @@ class StorageError(RuntimeError):
     """A store refused or could not be reached; the message names the location, the endpoint and the fix."""
 
 
+class StoreUnreachable(StorageError):
+    """No connection to the store at all (down, restarting, network gone): worth waiting for, unlike a refusal."""
+
+
 def configure(endpoint_url: str = "") -> None:
     """Use this S3 endpoint instead of the one the AWS environment names (AWS_ENDPOINT_URL)."""
     global _endpoint_override
@@ -67,14 +71,14 @@ def s3_client():
 
 def _describe(error: Exception, location: str) -> StorageError:
     """Turn a botocore error into one line that says what failed and what to do."""
-    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+    from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError, NoCredentialsError
 
     where = f"{location} (endpoint {endpoint_url() or 'AWS default'})"
     if isinstance(error, NoCredentialsError):
         return StorageError(f"{where}: no S3 credentials; set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or an "
                             f"instance profile")
-    if isinstance(error, EndpointConnectionError):
-        return StorageError(f"{where}: S3 endpoint unreachable; check AWS_ENDPOINT_URL / --s3-endpoint-url and that "
+    if isinstance(error, (EndpointConnectionError, ConnectionClosedError)):
+        return StoreUnreachable(f"{where}: S3 endpoint unreachable; check AWS_ENDPOINT_URL / --s3-endpoint-url and that "
                             f"the store is running")
     if isinstance(error, ClientError):
         code = error.response.get("Error", {}).get("Code", "")
@@ -86,6 +90,22 @@ def _describe(error: Exception, location: str) -> StorageError:
             return StorageError(f"{where}: bucket does not exist; create it or fix the s3:// URI")
         return StorageError(f"{where}: {code or error}")
     return StorageError(f"{where}: {error}")
+
+
+def check_bucket(location: str) -> None:
+    """Fail now, naming the bucket and the fix, when an s3:// location's bucket is missing or refused."""
+    if not is_s3(location):
+        return
+    bucket, _ = split_s3(location)
+    try:
+        s3_client().head_bucket(Bucket=bucket)
+    except Exception as error:
+        from botocore.exceptions import ClientError
+
+        if isinstance(error, ClientError) and error.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket"):
+            raise StorageError(f"{location} (endpoint {endpoint_url() or 'AWS default'}): bucket {bucket!r} does not "
+                               f"exist; create it or fix the s3:// URI") from None
+        raise _describe(error, location) from error
 
 
 def _is_missing(error: Exception) -> bool:

@@ -1,7 +1,9 @@
 """The one tracking sink: MLflow. The driver opens (or, on resume, re-opens) the run and closes it; inside
 training only rank 0 logs, every other rank holds a no-op logger.
 
-Tracking never stops training: a failed MLflow call is counted and warned about, and the count is logged as
+Tracking never stops training. While the server is down, calls wait in memory (up to 10,000) behind the one being
+retried by MLflow's HTTP client (7 retries with exponential backoff, about 4 minutes), so an outage shorter than
+that loses nothing; a call that still fails is counted, warned about, and the count is logged as
 `tracking/failed_calls` once MLflow answers again.
 """
 from __future__ import annotations
@@ -12,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import urlparse
 
 import numpy as np
 from mlflow import MlflowClient
@@ -20,6 +23,36 @@ from mlflow.entities import Metric, Param, RunTag
 log = logging.getLogger(__name__)
 
 RUN_NAME_TAG = "ray.run_name"  # links a Ray Train run (and its checkpoints) to exactly one MLflow run
+
+
+def redact(uri: str) -> str:
+    """The URI without a user:password part, for messages and logs."""
+    parsed = urlparse(uri)
+    if parsed.password is None and parsed.username is None:
+        return uri
+    return parsed._replace(netloc=f"***@{parsed.hostname}" + (f":{parsed.port}" if parsed.port else "")).geturl()
+
+
+def check_tracking(uri: str) -> None:
+    """Reject a tracking URI that cannot work before any training starts (MLflow's own client would retry for
+    minutes first): a server that does not answer /health, or a sqlite file in a folder that does not exist."""
+    import urllib.request
+
+    from gan.config import ConfigError
+
+    scheme = urlparse(uri).scheme
+    if scheme in ("http", "https"):
+        try:
+            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5).close()
+        except Exception as error:  # noqa: BLE001 - refused, DNS, timeout, HTTP error: all mean "not usable"
+            reason = getattr(error, "reason", None) or error
+            raise ConfigError(f"--tracking-uri {redact(uri)}: MLflow server unreachable ({reason}); start it, fix the "
+                              f"URI (or MLFLOW_TRACKING_URI), or pass --no-tracking") from None
+    elif scheme == "sqlite":
+        folder = Path(uri.removeprefix("sqlite:///")).parent
+        if not folder.is_dir():
+            raise ConfigError(f"--tracking-uri {uri}: folder {folder} does not exist; create it or point the URI at "
+                              f"an existing folder")
 
 
 def _experiment_id(client: MlflowClient, name: str, artifact_root: str, tracking_uri: str) -> str:
@@ -60,8 +93,15 @@ def set_run_status(tracking_uri: str, run_id: str, status: str, label: str) -> N
     client.set_terminated(run_id, status=status)
 
 
-def close_run(tracking_uri: str, run_id: str, status: str) -> None:
-    MlflowClient(tracking_uri).set_terminated(run_id, status=status)
+def close_run(tracking_uri: str, run_id: str, status: str, failure: str = "") -> None:
+    """Mark the run ended; if MLflow is unreachable now, say so instead of failing a run whose result is saved."""
+    try:
+        client = MlflowClient(tracking_uri)
+        if failure:
+            client.set_tag(run_id, "failure", failure[:5000])
+        client.set_terminated(run_id, status=status)
+    except Exception as error:  # noqa: BLE001 - the checkpoints hold the result; tracking must not end the job
+        log.warning("could not mark MLflow run %s %s at %s: %s", run_id, status, redact(tracking_uri), error)
 
 
 class RunLogger:
@@ -109,6 +149,17 @@ class RunLogger:
 
     def log_image(self, image: np.ndarray, key: str, step: int) -> None:
         self._submit(f"image {key}", lambda: self._client.log_image(self.run_id, image, key=key, step=step))
+
+    def note_restart(self, epoch: int, step: int) -> None:
+        """This worker group started from a checkpoint (after a worker died, or a rerun of the job): count it in
+        the run's `restarts` tag and the `fault/restarts` series, at the step training continues from."""
+        def record() -> None:
+            restarts = int(self._client.get_run(self.run_id).data.tags.get("restarts", "0")) + 1
+            self._client.set_tag(self.run_id, "restarts", str(restarts))
+            self._client.set_tag(self.run_id, "restored_from", f"epoch {epoch} step {step}")
+            self._client.log_metric(self.run_id, "fault/restarts", restarts, step=step)
+
+        self._submit("restart note", record)
 
     def set_tags(self, tags: dict[str, str]) -> None:
         self._submit("tags", lambda: [self._client.set_tag(self.run_id, k, v) for k, v in tags.items()])

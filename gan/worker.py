@@ -42,7 +42,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     torch.set_num_threads(max(1, int(config.cpus_per_worker)))
     device = ray.train.torch.get_device()
     storage.configure(config.s3_endpoint_url)
-    read_policy = ReadPolicy(strict=config.strict, attempts=config.read_attempts)
+    read_policy = ReadPolicy(strict=config.strict, attempts=config.read_attempts,
+                             outage_seconds=config.store_outage_seconds)
 
     manifest = read_manifest(config.shards)
     shape = ModelShape(manifest.resolution, manifest.channels, config.latent_dim, config.g_features, config.d_features)
@@ -62,6 +63,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     torch.manual_seed(config.seed * 7919 + rank + 1000 * state.step)  # distinct noise per rank and per resume
 
     tracker = RunLogger(config.tracking_uri, loop_config["run_id"], active=rank == 0 and loop_config["run_id"])
+    if checkpoint is not None:
+        tracker.note_restart(state.epoch, state.step)
     reference = None
     if rank == 0 and config.quality_every:
         reference = load_reference(reference_location(config.shards, manifest))
@@ -120,6 +123,19 @@ def _to_device(images: torch.Tensor, device: torch.device, memory_format: torch.
     if device.type == "cuda":
         images = images.pin_memory()
     return normalise(images.to(device, non_blocking=True)).contiguous(memory_format=memory_format)
+
+
+def failure_summary(error: BaseException) -> str:
+    """One line for a failed fit(): the first failing rank's own exception, not Ray's wrapper and traceback."""
+    failures = getattr(error, "worker_failures", None) or {}
+    if failures:
+        rank, cause = min(failures.items())
+        cause = getattr(cause, "cause", None) or cause  # a RayTaskError carries the user's exception as .cause
+        where = f"rank {rank}: "
+    else:
+        cause, where = getattr(error, "controller_failure", None) or error, ""
+    lines = [line for line in str(cause).strip().splitlines() if line.strip()]
+    return f"{where}{type(cause).__name__}: {lines[-1] if lines else ''}"
 
 
 class TrainingDiverged(RuntimeError):

@@ -12,11 +12,15 @@ from gan.classifier import ensure_reference
 from gan.config import ConfigError, TrainConfig, parse, to_dict
 from gan.data import plan_epoch
 from gan.manifest import ManifestError, read_manifest
+from gan.tracking import check_tracking
 
 
 def check_against_shards(config: TrainConfig) -> dict[str, str]:
     """Fail before Ray starts when the shards cannot feed this config; returns facts about them for MLflow."""
     storage.configure(config.s3_endpoint_url)
+    if config.tracking:
+        check_tracking(config.tracking_uri)
+    storage.check_bucket(config.storage_path)
     manifest = read_manifest(config.shards)
     if manifest.resolution != config.resolution:
         raise ConfigError(f"--resolution={config.resolution} but the shards at {config.shards} are "
@@ -39,7 +43,7 @@ def run(config: TrainConfig, data_facts: dict[str, str]):
     import ray
 
     from gan.tracking import close_run, open_run
-    from gan.worker import build_trainer
+    from gan.worker import build_trainer, failure_summary
 
     if not ray.is_initialized():
         ray.init()  # joins the cluster named by RAY_ADDRESS (set by `ray job submit`), else starts a local one
@@ -49,24 +53,35 @@ def run(config: TrainConfig, data_facts: dict[str, str]):
                           {**to_dict(config), **data_facts}, {"job": "train"})
         print(f"train: MLflow run {run_id} in experiment {config.experiment!r} at {config.tracking_uri}", flush=True)
     print(f"train: Ray Train run {config.run_name!r} in {config.storage_path}", flush=True)
-    status = "FAILED"
+    status, failure = "FAILED", "interrupted"
     try:
         result = build_trainer(config, run_id).fit()
-        status = "FINISHED"
+        status, failure = "FINISHED", ""
         return result
+    except Exception as error:
+        failure = failure_summary(error)
+        raise
     finally:
         if run_id:
-            close_run(config.tracking_uri, run_id, status)
+            close_run(config.tracking_uri, run_id, status, failure)
 
 
 def main(argv: list[str] | None = None) -> int:
+    from gan.worker import failure_summary
+
     try:
         config = parse(TrainConfig, argv).resolved()
         data_facts = check_against_shards(config)
     except (ConfigError, ManifestError, storage.StorageError, ValueError) as error:
         print(f"train: {error}", file=sys.stderr)
         return 2
-    result = run(config, data_facts)
+    try:
+        result = run(config, data_facts)
+    except Exception as error:  # Ray's TrainingFailedError wraps the worker's own error; print that one line
+        print(f"train: failed: {failure_summary(error)}; the latest complete checkpoint is in "
+              f"{storage.join(config.storage_path, config.run_name)} (rerun with the same --run-name to resume)",
+              file=sys.stderr)
+        return 1
     print(f"train: done; final metrics {({k: round(v, 4) for k, v in result.metrics.items()})}; "
           f"checkpoint {result.checkpoint.path if result.checkpoint else None}", flush=True)
     return 0
