@@ -75,13 +75,13 @@ def read_shard(url: str, shard: ShardInfo, health: DataHealth, policy: ReadPolic
             unreachable_since = unreachable_since or time.monotonic()
             waited = time.monotonic() - unreachable_since
             if waited >= policy.outage_seconds:
-                raise DataError(f"{error}; still unreachable after {waited:.0f} s of retries "
+                raise DataError(f"{_first_arg(error)}; still unreachable after {waited:.0f} s of retries "
                                 f"(--store-outage-seconds {policy.outage_seconds:g})") from None
             health.read_retries += 1
             log.warning("object store unreachable for %.0f s, retrying %s: %s", waited, url, error)
             time.sleep(min(policy.backoff_seconds * 2 ** health.read_retries, policy.outage_poll_max))
         except StorageError as error:
-            raise DataError(str(error)) from None  # credentials or bucket: no later shard would do better
+            raise DataError(_first_arg(error)) from None  # credentials or bucket: no later shard would do better
         except FileNotFoundError:
             problem = "missing"
             break
@@ -100,6 +100,12 @@ def read_shard(url: str, shard: ShardInfo, health: DataHealth, policy: ReadPolic
         problem = f"holds {delivered} samples, the manifest says {shard.samples} (truncated or replaced?)"
     if problem is not None:
         report_bad_shard(url, problem, max(shard.samples - delivered, 0), health, policy)
+
+
+def _first_arg(error: Exception) -> str:
+    """The error's own message: WebDataset re-raises with the shard URL appended to args, which str() shows as a
+    tuple."""
+    return str(error.args[0]) if error.args else str(error)
 
 
 def report_bad_shard(url: str, problem: str, lost_samples: int, health: DataHealth, policy: ReadPolicy) -> None:

@@ -67,7 +67,8 @@ def test_a_store_gone_for_good_fails_the_run_in_bounded_time_naming_the_endpoint
     err = (tmp_path / "train.err").read_text()
     assert returncode == 1, err[-3000:]
     failure = next(line for line in err.splitlines() if line.startswith("train: failed:"))
-    assert f"endpoint {store.url}" in failure and "still unreachable after" in failure, failure
+    assert f"DataError: s3://{BUCKET}/digits/" in failure and f"(endpoint {store.url}): S3 endpoint unreachable" in failure
+    assert "still unreachable after" in failure and "rerun with the same --run-name to resume" in failure
     # The stated bound: --store-outage-seconds, plus botocore's own retries of the last request and Ray's teardown.
     assert elapsed < 10 + 60, f"took {elapsed:.0f} s"
     client, run = the_run(tmp_path, "gone")
