@@ -66,7 +66,11 @@ class TrainConfig:
     latent_dim: int = option(100, "Length of the generator's noise vector z.", min=1, max=4096)
     g_features: int = option(64, "Generator width: channels of its last hidden layer.", min=1, max=1024)
     d_features: int = option(64, "Discriminator width: channels of its first layer.", min=1, max=1024)
-    lr: float = option(2e-4, "Adam learning rate of the generator and the discriminator.", gt=0.0, max=1.0)
+    lr: float = option(2e-4, "Adam learning rate of the generator (and of the discriminator unless --lr-d).", gt=0.0,
+                       max=1.0)
+    lr_d: float = option(0.0, "Adam learning rate of the discriminator; 0 = the same as --lr. A different one is the "
+                              "two time-scale update rule (TTUR, Heusel et al. 2017), e.g. --lr 1e-4 --lr-d 4e-4.",
+                         min=0.0, max=1.0)
     beta1: float = option(0.5, "Adam beta1 (0.5 per the DCGAN paper).", min=0.0, lt=1.0)
     # quality metric (gan/quality.py)
     quality_every: int = option(5, "Epochs between quality metrics (FID/precision/recall in the domain classifier's "
@@ -130,8 +134,11 @@ class SweepConfig(TrainConfig):
 
     lr_min: float = option(5e-5, "Lower end of the log-uniform learning-rate range.", gt=0.0)
     lr_max: float = option(1e-3, "Upper end of the log-uniform learning-rate range.", gt=0.0, max=1.0)
-    lr_grid: str = option("", "Comma-separated learning rates to grid-search instead of sampling (e.g. 1e-4,2e-4).")
+    lr_grid: str = option("", "Comma-separated learning rates: grid search over every combination of these, "
+                              "--latent-dims and --lr-d-ratios instead of random sampling (e.g. 1e-4,2e-4).")
     latent_dims: str = option("32,64,100,128", "Comma-separated latent sizes to choose from.")
+    lr_d_ratios: str = option("1", "Comma-separated discriminator/generator learning-rate ratios to search: 1 = one "
+                                   "shared rate, e.g. 1,4 also tries TTUR with D learning 4x faster.")
     num_samples: int = option(4, "Trials (with --lr-grid: samples per grid point).", min=1, max=10_000)
     max_concurrent_trials: int = option(1, "Trials at once; each holds --num-workers x --cpus-per-worker CPUs.",
                                         min=1)

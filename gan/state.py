@@ -28,7 +28,8 @@ class TrainState:
     step: int = 0  # optimiser steps completed, counted once per global batch
 
     @classmethod
-    def create(cls, shape: ModelShape, lr: float, beta1: float, seed: int, sample_count: int = 64) -> "TrainState":
+    def create(cls, shape: ModelShape, lr: float, beta1: float, seed: int, sample_count: int = 64,
+               lr_d: float = 0.0) -> "TrainState":
         torch.manual_seed(seed)  # same weights on every rank before DDP broadcasts them anyway
         generator, discriminator = build_models(shape)
         betas = (beta1, 0.999)
@@ -36,7 +37,7 @@ class TrainState:
             generator=generator,
             discriminator=discriminator,
             opt_g=torch.optim.Adam(generator.parameters(), lr=lr, betas=betas),
-            opt_d=torch.optim.Adam(discriminator.parameters(), lr=lr, betas=betas),
+            opt_d=torch.optim.Adam(discriminator.parameters(), lr=lr_d or lr, betas=betas),
             fixed_noise=torch.randn(sample_count, shape.latent_dim, generator=torch.Generator().manual_seed(seed + 1)),
         )
 
@@ -61,8 +62,8 @@ class TrainState:
         self.epoch = int(saved["epoch"])
         self.step = int(saved["step"])
 
-    def set_lr(self, lr: float) -> None:
-        """Apply a learning rate after a restore (a restored optimiser state carries the old one)."""
-        for optimiser in (self.opt_g, self.opt_d):
+    def set_lr(self, lr: float, lr_d: float = 0.0) -> None:
+        """Apply the learning rates after a restore (a restored optimiser state carries the old ones)."""
+        for optimiser, rate in ((self.opt_g, lr), (self.opt_d, lr_d or lr)):
             for group in optimiser.param_groups:
-                group["lr"] = lr
+                group["lr"] = rate

@@ -1,8 +1,9 @@
 """Hyper-parameter sweeps: Ray Tune over a driver function that builds one TorchTrainer per trial (the pattern Ray
 documents for Train V2; `Tuner(trainer)` is gone), one nested MLflow run per trial under one parent run.
 
-The search space is learning rate (log-uniform, or a grid) x latent size (a choice); ASHA stops trials whose
-`quality/fid_domain` lags at each rung. Trials report through Train's TuneReportCallback, once per epoch.
+The search space is learning rate x latent size x D/G learning-rate ratio (TTUR): random (log-uniform lr, choices)
+by default, a full grid with --lr-grid. ASHA stops trials whose `quality/fid_domain` lags at each rung. Trials
+report through Train's TuneReportCallback, once per epoch.
 """
 from __future__ import annotations
 
@@ -23,28 +24,37 @@ from gan.worker import build_trainer
 METRIC, MODE = "quality/fid_domain", "min"
 
 
-def trial_name(lr: float, latent_dim: int) -> str:
-    return f"lr={lr:.1e} nz={latent_dim}"
+def trial_name(lr: float, latent_dim: int, lr_d_ratio: float = 1.0) -> str:
+    return f"lr={lr:.1e} nz={latent_dim}" + (f" d/g={lr_d_ratio:g}" if lr_d_ratio != 1 else "")
+
+
+def _numbers(text: str, kind: type) -> list:
+    return [kind(v) for v in text.split(",")]
 
 
 def search_space(config: SweepConfig) -> dict[str, Any]:
-    latent_dims = [int(v) for v in config.latent_dims.split(",")]
+    lists = {"latent_dim": _numbers(config.latent_dims, int), "lr_d_ratio": _numbers(config.lr_d_ratios, float)}
     if config.lr_grid:
-        lr = tune.grid_search([float(v) for v in config.lr_grid.split(",")])
-    else:
-        lr = tune.loguniform(config.lr_min, config.lr_max)
-    return {"lr": lr, "latent_dim": tune.choice(latent_dims) if len(latent_dims) > 1 else latent_dims[0]}
+        return {"lr": tune.grid_search(_numbers(config.lr_grid, float)),
+                **{key: tune.grid_search(values) if len(values) > 1 else values[0] for key, values in lists.items()}}
+    return {"lr": tune.loguniform(config.lr_min, config.lr_max),
+            **{key: tune.choice(values) if len(values) > 1 else values[0] for key, values in lists.items()}}
+
+
+def trial_config(base: TrainConfig, params: dict[str, Any], trial_id: str) -> TrainConfig:
+    """The sweep's training config with one trial's settings; its Ray run and checkpoints live under the sweep's."""
+    ratio = float(params.get("lr_d_ratio", 1.0))
+    return dataclasses.replace(base, lr=float(params["lr"]), latent_dim=int(params["latent_dim"]),
+                               lr_d=float(params["lr"]) * ratio if ratio != 1 else 0.0,
+                               run_name=f"{base.run_name}-{trial_id}",
+                               storage_path=storage.join(base.storage_path, base.run_name), max_failures=0)
 
 
 def run_trial(params: dict[str, Any]) -> None:
-    """One trial: the sweep's training config with this trial's lr/latent size, in a child MLflow run."""
-    base = from_dict(TrainConfig, params["train"])
-    context = tune.get_context()
-    trial_id = context.get_trial_id()
-    train = dataclasses.replace(base, lr=float(params["lr"]), latent_dim=int(params["latent_dim"]),
-                                run_name=f"{base.run_name}-{trial_id}",
-                                storage_path=storage.join(base.storage_path, base.run_name), max_failures=0)
-    name = trial_name(train.lr, train.latent_dim)
+    """One trial: the sweep's training config with this trial's settings, in a child MLflow run."""
+    trial_id = tune.get_context().get_trial_id()
+    train = trial_config(from_dict(TrainConfig, params["train"]), params, trial_id)
+    name = trial_name(train.lr, train.latent_dim, float(params.get("lr_d_ratio", 1.0)))
     run_id = None
     if train.tracking:
         run_id = open_run(train.tracking_uri, train.experiment, train.artifact_root, train.run_name, to_dict(train),
@@ -102,8 +112,10 @@ def summarise(results: tune.ResultGrid) -> list[dict[str, Any]]:
         status = ("diverged" if error and "diverged" in str(error) else "failed" if error
                   else "completed" if epochs >= max_epochs else "stopped early")
         rows.append({"trial_id": Path(result.path).name.removeprefix("trial-"),
-                     "run_name": trial_name(params.get("lr", math.nan), params.get("latent_dim", 0)),
-                     "lr": params.get("lr"), "latent_dim": params.get("latent_dim"), "status": status,
+                     "run_name": trial_name(params.get("lr", math.nan), params.get("latent_dim", 0),
+                                            params.get("lr_d_ratio", 1.0)),
+                     "lr": params.get("lr"), "latent_dim": params.get("latent_dim"),
+                     "lr_d_ratio": params.get("lr_d_ratio", 1.0), "status": status,
                      "epochs": epochs, "final_fid_domain": history[-1] if history else math.nan,
                      "best_fid_domain": min(history) if history else math.nan})
     return rows

@@ -47,7 +47,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     manifest = read_manifest(config.shards)
     shape = ModelShape(manifest.resolution, manifest.channels, config.latent_dim, config.g_features, config.d_features)
-    state = TrainState.create(shape, config.lr, config.beta1, config.seed)
+    state = TrainState.create(shape, config.lr, config.beta1, config.seed, lr_d=config.lr_d)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     state.generator = prepare_model(state.generator.to(memory_format=memory_format))
     # D is never run in eval mode, so its BatchNorm running statistics need no per-forward broadcast.
@@ -59,7 +59,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             load_checkpoint(state, directory)
-        state.set_lr(config.lr)
+        state.set_lr(config.lr, config.lr_d)
     torch.manual_seed(config.seed * 7919 + rank + 1000 * state.step)  # distinct noise per rank and per resume
 
     tracker = RunLogger(config.tracking_uri, loop_config["run_id"], active=rank == 0 and loop_config["run_id"])

@@ -20,10 +20,14 @@ def check_sweep(config: SweepConfig) -> None:
     try:
         dims = [int(v) for v in config.latent_dims.split(",")]
         grid = [float(v) for v in config.lr_grid.split(",")] if config.lr_grid else []
+        ratios = [float(v) for v in config.lr_d_ratios.split(",")]
     except ValueError:
-        raise ConfigError("--latent-dims / --lr-grid take comma-separated numbers, e.g. --latent-dims 32,64,100") from None
-    if not dims or min(dims) < 1 or any(lr <= 0 for lr in grid):
-        raise ConfigError("--latent-dims must be >= 1 and --lr-grid values > 0")
+        raise ConfigError("--latent-dims / --lr-grid / --lr-d-ratios take comma-separated numbers, e.g. "
+                          "--latent-dims 32,64,100") from None
+    if not dims or min(dims) < 1 or any(lr <= 0 or lr > 1 for lr in grid):
+        raise ConfigError("--latent-dims must be >= 1 and --lr-grid values in (0, 1]")
+    if any(not 0 < ratio <= 100 for ratio in ratios):
+        raise ConfigError("--lr-d-ratios must be in (0, 100], e.g. 1,4 (1 = one shared learning rate)")
     if not config.lr_grid and config.lr_min >= config.lr_max:
         raise ConfigError(f"--lr-min={config.lr_min} must be below --lr-max={config.lr_max}")
     if not config.quality_every:
@@ -49,8 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     train = TrainConfig(**{f.name: getattr(config, f.name) for f in dataclasses.fields(TrainConfig)})
     parent = None
     if config.tracking:
-        description = (f"Ray Tune sweep over lr ({config.lr_grid or f'{config.lr_min:g}..{config.lr_max:g}'}) and "
-                       f"latent size ({config.latent_dims}), {config.num_samples} trials, {config.scheduler} on "
+        search = (f"a grid of lr ({config.lr_grid})" if config.lr_grid
+                  else f"random lr ({config.lr_min:g}..{config.lr_max:g})")
+        description = (f"Ray Tune sweep over {search}, latent size ({config.latent_dims}) and D/G lr ratio "
+                       f"({config.lr_d_ratios}), {config.num_samples} sample(s), {config.scheduler} on "
                        f"quality/fid_domain; child runs are the trials, summary.csv and summary.png the outcome.")
         parent = open_run(config.tracking_uri, config.experiment, config.artifact_root, config.run_name,
                           {**_swept_out(to_dict(config)), **data_facts},
@@ -74,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _swept_out(params: dict) -> dict:
     """The parent's params without the fields each trial sets for itself (they would read as the sweep's)."""
-    return {k: v for k, v in params.items() if k not in ("lr", "latent_dim")}
+    return {k: v for k, v in params.items() if k not in ("lr", "lr_d", "latent_dim")}
 
 
 def _record(config: SweepConfig, parent: str, rows: list[dict]) -> None:
@@ -98,7 +104,7 @@ def _record(config: SweepConfig, parent: str, rows: list[dict]) -> None:
         client.log_artifact(parent, str(write_plot(rows, Path(tmp) / "summary.png")))
     best = best_trial(rows)
     if best:
-        for key in ("lr", "latent_dim", "trial_id", "run_id"):
+        for key in ("lr", "latent_dim", "lr_d_ratio", "trial_id", "run_id"):
             client.set_tag(parent, f"best.{key}", str(best[key]))
         client.log_metric(parent, "best/fid_domain", best["best_fid_domain"])
 

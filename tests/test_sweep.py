@@ -124,3 +124,30 @@ def test_bad_sweep_settings_are_rejected_before_ray_starts(argv, message):
 
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         check_sweep(parse(SweepConfig, argv))
+
+
+def test_grid_search_covers_every_combination_and_a_ttur_trial_gets_its_own_d_rate():
+    from ray.tune.search.variant_generator import generate_variants
+
+    from gan.config import SweepConfig, TrainConfig, parse
+    from gan.sweep import search_space, trial_config, trial_name
+
+    config = parse(SweepConfig, ["--lr-grid", "1e-4,2e-4", "--latent-dims", "32,64", "--lr-d-ratios", "1,4"])
+    combos = [(trial["lr"], trial["latent_dim"], trial["lr_d_ratio"]) for _, trial in
+              generate_variants(search_space(config))]  # what Tune's grid search expands the space to
+    assert len(combos) == 8 and set(combos) == {(lr, nz, ratio) for lr in (1e-4, 2e-4) for nz in (32, 64) for ratio in (1.0, 4.0)}
+
+    ttur = trial_config(TrainConfig(), {"lr": 1e-4, "latent_dim": 64, "lr_d_ratio": 4.0}, "t1")
+    shared = trial_config(TrainConfig(), {"lr": 1e-4, "latent_dim": 64, "lr_d_ratio": 1.0}, "t2")
+    assert (ttur.lr, ttur.lr_d, shared.lr_d) == (1e-4, 4e-4, 0.0)
+    assert trial_name(1e-4, 64, 4.0) == "lr=1.0e-04 nz=64 d/g=4" and trial_name(1e-4, 64) == "lr=1.0e-04 nz=64"
+
+
+def test_ttur_gives_the_discriminator_its_own_learning_rate_also_after_a_restore():
+    from gan.models import ModelShape
+    from gan.state import TrainState
+
+    state = TrainState.create(ModelShape(32, 1, 8, 8, 8), 1e-4, 0.5, 0, lr_d=4e-4)
+    assert (state.opt_g.param_groups[0]["lr"], state.opt_d.param_groups[0]["lr"]) == (1e-4, 4e-4)
+    state.set_lr(2e-4)
+    assert (state.opt_g.param_groups[0]["lr"], state.opt_d.param_groups[0]["lr"]) == (2e-4, 2e-4)
