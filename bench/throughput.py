@@ -92,10 +92,14 @@ def main() -> None:
         for resolution, channels, shards, steps_per_epoch in ((32, 1, digits32, 0),
                                                              (64, 3, digits64, 6 if args.quick else 20)):
             key = f"{resolution}x{resolution}x{channels}"
-            reference = reference_img_per_s(resolution, channels, batch * args.workers,
-                                            (8 if resolution == 64 else 20) * (1 if args.quick else 3), threads)
+            reference_steps = (8 if resolution == 64 else 20) * (1 if args.quick else 3)
+            # Reference before and after ours, averaged: this machine's speed drifts by several percent over
+            # minutes, and a ratio of two measurements taken at different times would carry that drift.
+            before = reference_img_per_s(resolution, channels, batch * args.workers, reference_steps, threads)
             ours = ours_img_per_s(shards, work, f"ours-{key}", *common, "--resolution", str(resolution),
                                   "--steps-per-epoch", str(steps_per_epoch))
+            after = reference_img_per_s(resolution, channels, batch * args.workers, reference_steps, threads)
+            reference = (before + after) / 2
             rows.append((f"DCGAN {key}", reference, ours))
             result[f"reference_img_per_s_{key}"] = reference
             result[f"ours_img_per_s_{key}"] = round(ours, 1)

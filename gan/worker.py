@@ -14,7 +14,8 @@ from typing import Any
 
 import ray.train
 import torch
-from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+from ray.train import (Checkpoint, CheckpointConfig, CheckpointUploadMode, FailureConfig, LoggingConfig, RunConfig,
+                       ScalingConfig)
 from ray.train.torch import TorchTrainer, prepare_model
 
 from gan import storage
@@ -162,13 +163,17 @@ def _log_window(meter: WindowMeter, tracker: RunLogger, step: int, since: float,
 
 
 def _report(state: TrainState, metrics: dict[str, float], config: TrainConfig, rank: int) -> None:
-    """All ranks report; rank 0 attaches the checkpoint (Ray Train needs one report per rank per epoch)."""
+    """All ranks report; rank 0 attaches the checkpoint (Ray Train needs one report per rank per epoch).
+
+    The checkpoint is copied to storage in the background (ASYNC) while the next epoch trains; Ray Train records
+    it as the latest only once the copy is complete, so a crash mid-copy leaves the previous one in charge."""
     if rank != 0:
         ray.train.report(metrics, checkpoint=None)
         return
-    with tempfile.TemporaryDirectory() as tmp:
-        save_checkpoint(state, tmp, {"config": to_dict(config)})
-        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
+    directory = tempfile.mkdtemp(prefix="dcgan-checkpoint-")
+    save_checkpoint(state, directory, {"config": to_dict(config)})
+    ray.train.report(metrics, checkpoint=Checkpoint.from_directory(directory),
+                     checkpoint_upload_mode=CheckpointUploadMode.ASYNC, delete_local_checkpoint_after_upload=True)
 
 
 def _progress_line(metrics: dict[str, float], epochs: int) -> str:
