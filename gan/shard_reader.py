@@ -59,11 +59,12 @@ class ReadPolicy:
 def read_shard(url: str, shard: ShardInfo, health: DataHealth, policy: ReadPolicy) -> Iterator[dict]:
     """Raw samples of one shard. On a transient error the shard is re-opened and the samples already delivered
     are skipped, so a retry neither repeats nor loses a sample."""
-    delivered, problem, attempt, unreachable_since = 0, None, 0, None
+    delivered, problem, attempt = 0, None, 0
+    unreachable_since, outage_tries = None, 0
     while True:
         try:
             for index, sample in enumerate(wds.tarfile_samples([{"url": url}])):
-                unreachable_since = None  # the store answered: a later outage gets its own deadline
+                unreachable_since, outage_tries = None, 0  # the store answered: a later outage starts afresh
                 if index >= delivered:
                     delivered += 1
                     health.delivered += 1
@@ -78,8 +79,9 @@ def read_shard(url: str, shard: ShardInfo, health: DataHealth, policy: ReadPolic
                 raise DataError(f"{_first_arg(error)}; still unreachable after {waited:.0f} s of retries "
                                 f"(--store-outage-seconds {policy.outage_seconds:g})") from None
             health.read_retries += 1
+            outage_tries += 1
             log.warning("object store unreachable for %.0f s, retrying %s: %s", waited, url, error)
-            time.sleep(min(policy.backoff_seconds * 2 ** health.read_retries, policy.outage_poll_max))
+            time.sleep(min(policy.backoff_seconds * 2 ** outage_tries, policy.outage_poll_max))
         except StorageError as error:
             raise DataError(_first_arg(error)) from None  # credentials or bucket: no later shard would do better
         except FileNotFoundError:
