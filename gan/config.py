@@ -148,6 +148,13 @@ class SweepConfig(TrainConfig):
     reduction_factor: int = option(2, "ASHA keeps the best 1/reduction_factor of trials at each rung.", min=2)
     resume: bool = option(False, "Continue the sweep --run-name from its storage path (Tuner.restore).")
 
+    def search_lists(self) -> dict[str, list]:
+        """The comma-separated search lists as numbers, by trial parameter (lr is [] without --lr-grid); a value
+        that is not a number raises ValueError."""
+        return {"lr": [float(v) for v in self.lr_grid.split(",")] if self.lr_grid else [],
+                "latent_dim": [int(v) for v in self.latent_dims.split(",")],
+                "lr_d_ratio": [float(v) for v in self.lr_d_ratios.split(",")]}
+
 
 def _timestamp() -> str:
     import datetime

@@ -28,14 +28,11 @@ def trial_name(lr: float, latent_dim: int, lr_d_ratio: float = 1.0) -> str:
     return f"lr={lr:.1e} nz={latent_dim}" + (f" d/g={lr_d_ratio:g}" if lr_d_ratio != 1 else "")
 
 
-def _numbers(text: str, kind: type) -> list:
-    return [kind(v) for v in text.split(",")]
-
-
 def search_space(config: SweepConfig) -> dict[str, Any]:
-    lists = {"latent_dim": _numbers(config.latent_dims, int), "lr_d_ratio": _numbers(config.lr_d_ratios, float)}
-    if config.lr_grid:
-        return {"lr": tune.grid_search(_numbers(config.lr_grid, float)),
+    lists = config.search_lists()
+    grid = lists.pop("lr")
+    if grid:
+        return {"lr": tune.grid_search(grid),
                 **{key: tune.grid_search(values) if len(values) > 1 else values[0] for key, values in lists.items()}}
     return {"lr": tune.loguniform(config.lr_min, config.lr_max),
             **{key: tune.choice(values) if len(values) > 1 else values[0] for key, values in lists.items()}}

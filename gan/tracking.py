@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param
 
 log = logging.getLogger(__name__)
 

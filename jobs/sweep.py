@@ -18,12 +18,11 @@ from jobs.train import check_against_shards
 
 def check_sweep(config: SweepConfig) -> None:
     try:
-        dims = [int(v) for v in config.latent_dims.split(",")]
-        grid = [float(v) for v in config.lr_grid.split(",")] if config.lr_grid else []
-        ratios = [float(v) for v in config.lr_d_ratios.split(",")]
+        lists = config.search_lists()
     except ValueError:
         raise ConfigError("--latent-dims / --lr-grid / --lr-d-ratios take comma-separated numbers, e.g. "
                           "--latent-dims 32,64,100") from None
+    dims, grid, ratios = lists["latent_dim"], lists["lr"], lists["lr_d_ratio"]
     if not dims or min(dims) < 1 or any(lr <= 0 or lr > 1 for lr in grid):
         raise ConfigError("--latent-dims must be >= 1 and --lr-grid values in (0, 1]")
     if any(not 0 < ratio <= 100 for ratio in ratios):

@@ -38,6 +38,10 @@ def check_against_shards(config: TrainConfig) -> dict[str, str]:
             "data.steps_per_epoch": str(plan.steps)}
 
 
+class RunFailed(RuntimeError):
+    """Training failed; the message is the failing rank's own error in one line, not Ray's wrapper and traceback."""
+
+
 def run(config: TrainConfig, data_facts: dict[str, str]):
     """Open the MLflow run (unless --no-tracking), fit the TorchTrainer, close the run; returns Ray's Result."""
     import ray
@@ -60,15 +64,13 @@ def run(config: TrainConfig, data_facts: dict[str, str]):
         return result
     except Exception as error:
         failure = failure_summary(error)
-        raise
+        raise RunFailed(failure) from error
     finally:
         if run_id:
             close_run(config.tracking_uri, run_id, status, failure)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from gan.worker import failure_summary
-
     try:
         config = parse(TrainConfig, argv).resolved()
         data_facts = check_against_shards(config)
@@ -77,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         result = run(config, data_facts)
-    except Exception as error:  # Ray's TrainingFailedError wraps the worker's own error; print that one line
-        print(f"train: failed: {failure_summary(error)}; the latest complete checkpoint is in "
+    except Exception as error:  # RunFailed from fit(), or Ray / MLflow failing around it: one line either way
+        reason = str(error) if isinstance(error, RunFailed) else f"{type(error).__name__}: {error}"
+        print(f"train: failed: {reason}; the latest complete checkpoint is in "
               f"{storage.join(config.storage_path, config.run_name)} (rerun with the same --run-name to resume)",
               file=sys.stderr)
         return 1

@@ -18,21 +18,19 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
-import torch
-from mlflow import MlflowClient
 
 from gan.checkpoint import META_FILE, STATE_FILE, load_checkpoint
-from gan.data import plan_epoch, rank_samples
+from gan.data import rank_samples
 from gan.manifest import Manifest, ShardInfo, read_manifest, write_manifest
 from gan.models import ModelShape
 from gan.shard_reader import DataError, DataHealth, ReadPolicy
 from gan.shard_writer import encode_png, split_indices
 from gan.sources import load_digits
 from gan.state import TrainState
-from tests.conftest import BUCKET, S3_ACCESS_KEY, S3_SECRET_KEY, clean_env
+from tests.conftest import clean_env
+from tests.job_runs import (complete_checkpoints, expected_steps, finish, start_training, steps_of, the_run,
+                             train_command, wait_for_checkpoint)
 
-# Full-width models (about 5 s per epoch here), so a fault can land in the middle of an epoch.
-EPOCH_FLAGS = ["--batch-size", "16", "--quality-every", "0", "--log-every", "5", "--num-workers", "2"]
 UNEVEN_SIZES = [7, 260, 33, 150, 91, 400, 12, 300, 200, 164]  # 1,617 training digits in very unequal shards
 BAD_SHARD = 3  # holds one image of each bad kind below, among 145 good ones
 
@@ -77,55 +75,6 @@ def write_uneven_shards_with_bad_images(out: Path) -> Manifest:
             manifest.splits[split].append(ShardInfo(name, len(members), hashlib.sha256(body).hexdigest()))
     write_manifest(str(out), manifest)
     return manifest
-
-
-def expected_steps(shards: Path, epochs: int, workers: int = 2, batch_size: int = 16) -> int:
-    train = read_manifest(str(shards)).shards("train")
-    return sum(plan_epoch(train, workers, batch_size, epoch, 0, 0).steps for epoch in range(epochs))
-
-
-def train_command(shards, work: Path, run_name: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "jobs.train", "--shards", str(shards), *EPOCH_FLAGS, "--run-name", run_name,
-            "--tracking-uri", f"sqlite:///{work / 'mlruns.db'}", "--artifact-root", str(work / "mlartifacts"),
-            "--storage-path", str(work / "ray"), *extra]
-
-
-def start_training(command: list[str], work: Path, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen(command, cwd=work, stdout=open(work / "train.out", "a"), stderr=open(work / "train.err", "a"),
-                            env={**clean_env(), **(env or {})}, start_new_session=True, text=True)
-
-
-def finish(process: subprocess.Popen, timeout: float = 600) -> int:
-    try:
-        return process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        raise AssertionError(f"training did not finish in {timeout:.0f} s (a DDP hang?)") from None
-
-
-def complete_checkpoints(work: Path, run_name: str) -> list[Path]:
-    return sorted(p for p in (work / "ray" / run_name).glob("checkpoint_*") if (p / META_FILE).exists())
-
-
-def wait_for_checkpoint(process: subprocess.Popen, work: Path, run_name: str, count: int = 1, timeout: float = 300):
-    deadline = time.monotonic() + timeout
-    while len(complete_checkpoints(work, run_name)) < count:
-        assert process.poll() is None, f"training ended early: {(work / 'train.err').read_text()[-3000:]}"
-        assert time.monotonic() < deadline, "no checkpoint in time"
-        time.sleep(0.2)
-
-
-def the_run(work: Path, run_name: str, tracking_uri: str | None = None):
-    client = MlflowClient(tracking_uri or f"sqlite:///{work / 'mlruns.db'}")
-    experiment = client.get_experiment_by_name("dcgan")
-    runs = client.search_runs([experiment.experiment_id], f"tags.`ray.run_name` = '{run_name}'")
-    assert len(runs) == 1, f"{len(runs)} MLflow runs for {run_name}"
-    return client, runs[0]
-
-
-def steps_of(client, run, metric: str) -> list[int]:
-    return sorted(m.step for m in client.get_metric_history(run.info.run_id, metric))
 
 
 # --- bad data -------------------------------------------------------------------------------------------------------
