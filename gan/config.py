@@ -142,10 +142,13 @@ class SweepConfig(TrainConfig):
     num_samples: int = option(4, "Trials (with --lr-grid: samples per grid point).", min=1, max=10_000)
     max_concurrent_trials: int = option(1, "Trials at once; each holds --num-workers x --cpus-per-worker CPUs.",
                                         min=1)
-    scheduler: str = option("asha", "asha (stop lagging trials at each rung) or fifo (run every trial out).",
-                            choices=("asha", "fifo"))
+    scheduler: str = option("asha", "asha (stop lagging trials at each rung), pbt (population based training: "
+                                    "lagging trials continue from a leader's checkpoint with perturbed learning "
+                                    "rates) or fifo (run every trial out).", choices=("asha", "pbt", "fifo"))
     grace_period: int = option(1, "Epochs every trial runs before ASHA may stop it.", min=1)
     reduction_factor: int = option(2, "ASHA keeps the best 1/reduction_factor of trials at each rung.", min=2)
+    perturbation_interval: int = option(2, "PBT: epochs between exploit/explore decisions; each interval is one "
+                                           "Ray Train run.", min=1)
     resume: bool = option(False, "Continue the sweep --run-name from its storage path (Tuner.restore).")
 
     def search_lists(self) -> dict[str, list]:

@@ -2,21 +2,27 @@
 documents for Train V2; `Tuner(trainer)` is gone), one nested MLflow run per trial under one parent run.
 
 The search space is learning rate x latent size x D/G learning-rate ratio (TTUR): random (log-uniform lr, choices)
-by default, a full grid with --lr-grid. ASHA stops trials whose `quality/fid_domain` lags at each rung. Trials
-report through Train's TuneReportCallback, once per epoch.
+by default, a full grid with --lr-grid. ASHA stops trials whose `quality/fid_domain` lags at each rung; trials
+report through Train's TuneReportCallback, once per epoch. PBT needs what that callback cannot give (Train V2 passes
+Tune a checkpoint *path*, PBT clones Tune checkpoints), so under PBT a trial trains in generations: one Train run
+per perturbation interval, each reported to Tune with its checkpoint.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 from pathlib import Path
 from typing import Any
 
 from ray import tune
+from ray.train import Checkpoint
 from ray.tune.integration.ray_train import TuneReportCallback
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
 
 from gan import storage
+from gan.checkpoint import META_FILE
 from gan.config import SweepConfig, TrainConfig, from_dict, to_dict
 from gan.tracking import open_run, set_run_status
 from gan.worker import build_trainer
@@ -38,6 +44,16 @@ def search_space(config: SweepConfig) -> dict[str, Any]:
             **{key: tune.choice(values) if len(values) > 1 else values[0] for key, values in lists.items()}}
 
 
+def pbt_mutations(config: SweepConfig) -> dict[str, Any]:
+    """What PBT may perturb: the learning rates. Not the latent size: it fixes the weights' shapes, so a clone
+    keeps its leader's along with the weights."""
+    lists = config.search_lists()
+    mutations: dict[str, Any] = {"lr": lists["lr"] or tune.loguniform(config.lr_min, config.lr_max)}
+    if len(lists["lr_d_ratio"]) > 1:
+        mutations["lr_d_ratio"] = lists["lr_d_ratio"]
+    return mutations
+
+
 def trial_config(base: TrainConfig, params: dict[str, Any], trial_id: str) -> TrainConfig:
     """The sweep's training config with one trial's settings; its Ray run and checkpoints live under the sweep's."""
     ratio = float(params.get("lr_d_ratio", 1.0))
@@ -56,10 +72,60 @@ def run_trial(params: dict[str, Any]) -> None:
     if train.tracking:
         run_id = open_run(train.tracking_uri, train.experiment, train.artifact_root, train.run_name, to_dict(train),
                           {"tune.trial_id": trial_id, "job": "sweep trial"}, display_name=name,
-                          parent_run_id=params["parent_run_id"])
-    build_trainer(train, run_id, callbacks=[TuneReportCallback()]).fit()
+                          parent_run_id=params["parent_run_id"], count_resume=not params.get("pbt_interval"))
+    if params.get("pbt_interval"):
+        _train_in_generations(train, run_id, trial_id, params["pbt_interval"], float(params.get("lr_d_ratio", 1.0)))
+    else:
+        build_trainer(train, run_id, callbacks=[TuneReportCallback()]).fit()
     if run_id:
         set_run_status(train.tracking_uri, run_id, "FINISHED", "completed")
+
+
+def _train_in_generations(train: TrainConfig, run_id: str | None, trial_id: str, interval: int,
+                          lr_d_ratio: float) -> None:
+    """PBT: `interval` epochs per Train run, each reported with its checkpoint. Tune restarts this function with a
+    leader's checkpoint and perturbed rates when PBT exploits; each run starts from the checkpoint it is handed
+    (its name derives from that checkpoint, so a resumed sweep continues an interrupted run, never a stale one)."""
+    start = tune.get_checkpoint()
+    meta = _checkpoint_meta(start) if start else {"epoch": 0, "step": 0}
+    if run_id:
+        _record_generation(train, run_id, meta, _written_by(meta, train, trial_id) if start else trial_id,
+                           trial_id, lr_d_ratio)
+    epoch = meta["epoch"]
+    while epoch < train.epochs:
+        target = min(epoch + interval, train.epochs)
+        origin = hashlib.sha1(start.path.encode()).hexdigest()[:6] if start else "new"
+        generation = dataclasses.replace(train, epochs=target, run_name=f"{train.run_name}-e{epoch}-{origin}")
+        result = build_trainer(generation, run_id, start_checkpoint=start).fit()
+        start, epoch = result.checkpoint, target
+        tune.report(result.metrics, checkpoint=tune.Checkpoint(start.path, start.filesystem))
+
+
+def _record_generation(train: TrainConfig, run_id: str, meta: dict[str, Any], donor: str, trial_id: str,
+                       lr_d_ratio: float) -> None:
+    """The rates this trial trains with from here (series pbt/lr, pbt/lr_d_ratio) and, when PBT handed it another
+    trial's weights, which and when (tag pbt.clones, one entry per clone)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(train.tracking_uri)
+    client.log_metric(run_id, "pbt/lr", train.lr, step=meta["step"])
+    client.log_metric(run_id, "pbt/lr_d_ratio", lr_d_ratio, step=meta["step"])
+    if donor != trial_id:
+        clones = client.get_run(run_id).data.tags.get("pbt.clones", "")
+        entry = f"{donor} at epoch {meta['epoch']}"
+        if not clones.endswith(entry):  # a resumed sweep may replay this start
+            client.set_tag(run_id, "pbt.clones", f"{clones}; {entry}" if clones else entry)
+
+
+def _written_by(meta: dict[str, Any], train: TrainConfig, trial_id: str) -> str:
+    """The trial whose generation wrote a checkpoint: its Train run is named `<sweep>-<trial id>-e<epoch>-<origin>`."""
+    sweep_name = train.run_name.removesuffix(f"-{trial_id}")
+    return meta["config"]["run_name"].removeprefix(f"{sweep_name}-").split("-")[0]
+
+
+def _checkpoint_meta(checkpoint: Checkpoint) -> dict[str, Any]:
+    with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{META_FILE}") as stream:
+        return json.loads(stream.read())
 
 
 def _trial_trainable():
@@ -72,18 +138,26 @@ def build_tuner(config: SweepConfig, train: TrainConfig, parent_run_id: str | No
     if config.scheduler == "asha":
         scheduler = ASHAScheduler(time_attr="epoch", max_t=train.epochs, grace_period=config.grace_period,
                                   reduction_factor=config.reduction_factor)
+    elif config.scheduler == "pbt":
+        # Synchronous: every trial reaches the interval (then waits, paused) before the bottom quarter clones the
+        # top quarter, so the population is compared at equal epochs with any --max-concurrent-trials.
+        scheduler = PopulationBasedTraining(time_attr="epoch", perturbation_interval=config.perturbation_interval,
+                                            hyperparam_mutations=pbt_mutations(config), synch=True)
     else:
         scheduler = FIFOScheduler()
     trainable = _trial_trainable()
     filesystem, storage_path = storage.pyarrow_filesystem(train.storage_path)  # s3:// with our endpoint too
     return tune.Tuner(
         trainable,
-        param_space={**search_space(config), "train": to_dict(train), "parent_run_id": parent_run_id},
+        param_space={**search_space(config), "train": to_dict(train), "parent_run_id": parent_run_id,
+                     "pbt_interval": config.perturbation_interval if config.scheduler == "pbt" else 0},
         tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, scheduler=scheduler, num_samples=config.num_samples,
                                     max_concurrent_trials=config.max_concurrent_trials,
                                     trial_dirname_creator=lambda trial: f"trial-{trial.trial_id}"),
         run_config=tune.RunConfig(name=train.run_name, storage_path=storage_path, storage_filesystem=filesystem,
-                                  failure_config=tune.FailureConfig(fail_fast=False)),
+                                  failure_config=tune.FailureConfig(fail_fast=False),
+                                  # PBT would otherwise clone into a trial at its last epoch, for nothing.
+                                  stop={"epoch": train.epochs} if config.scheduler == "pbt" else None),
     )
 
 
@@ -100,8 +174,7 @@ def summarise(results: tune.ResultGrid) -> list[dict[str, Any]]:
     """One row per trial: its settings, how it ended, its last and best quality."""
     rows = []
     for result in results:
-        frame = result.metrics_dataframe
-        history = frame[METRIC].dropna().tolist() if frame is not None and METRIC in frame else []
+        history = _metric_history(result)
         params = result.config or {}
         error = result.error
         epochs = int(result.metrics.get("epoch", 0)) if result.metrics else 0
@@ -116,3 +189,18 @@ def summarise(results: tune.ResultGrid) -> list[dict[str, Any]]:
                      "epochs": epochs, "final_fid_domain": history[-1] if history else math.nan,
                      "best_fid_domain": min(history) if history else math.nan})
     return rows
+
+
+def _metric_history(result: tune.Result) -> list[float]:
+    """The trial's quality per report. Tune rewrites result.json when PBT restores a paused trial (losing the earlier
+    reports); progress.csv keeps them, so the longer of the two is the history."""
+    import pandas
+
+    frames = [result.metrics_dataframe]
+    try:
+        with result.filesystem.open_input_stream(f"{result.path}/progress.csv") as stream:
+            frames.append(pandas.read_csv(stream))
+    except (OSError, pandas.errors.ParserError, pandas.errors.EmptyDataError):
+        pass  # no CSV (or a half-written one): the JSON history is what there is
+    histories = [frame[METRIC].dropna().tolist() for frame in frames if frame is not None and METRIC in frame]
+    return max(histories, key=len, default=[])

@@ -65,9 +65,11 @@ def _experiment_id(client: MlflowClient, name: str, artifact_root: str, tracking
 
 
 def open_run(tracking_uri: str, experiment: str, artifact_root: str, run_name: str, params: dict[str, Any],
-             tags: dict[str, str], display_name: str = "", parent_run_id: str | None = None) -> str:
-    """The MLflow run for this Ray Train run name: the existing one when resuming, else a new one with params
-    (nested under `parent_run_id` when given, as a sweep's trials are)."""
+             tags: dict[str, str], display_name: str = "", parent_run_id: str | None = None,
+             count_resume: bool = True) -> str:
+    """The MLflow run for this Ray Train run name: the existing one when resuming (counted in tag `resumes` unless
+    re-opening is routine, as for a PBT trial after each pause), else a new one with params (nested under
+    `parent_run_id` when given, as a sweep's trials are)."""
     client = MlflowClient(tracking_uri)
     experiment_id = (client.get_run(parent_run_id).info.experiment_id if parent_run_id
                      else _experiment_id(client, experiment, artifact_root, tracking_uri))
@@ -76,6 +78,8 @@ def open_run(tracking_uri: str, experiment: str, artifact_root: str, run_name: s
     if existing:
         run_id = existing[0].info.run_id
         client.update_run(run_id, status="RUNNING")
+        if not count_resume:
+            return run_id
         resumes = int(existing[0].data.tags.get("resumes", "0")) + 1
         client.set_tag(run_id, "resumes", str(resumes))
         return run_id

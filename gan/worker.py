@@ -56,15 +56,17 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                                         parallel_strategy_kwargs={"forward_sync_buffers": False})
     if config.compile:
         state.generator, state.discriminator = torch.compile(state.generator), torch.compile(state.discriminator)
-    checkpoint = ray.train.get_checkpoint()
+    restarted = ray.train.get_checkpoint()  # this run's own latest: the worker group is being restarted
+    # Else a checkpoint handed over to start from (a PBT trial continuing its own or a leader's weights).
+    checkpoint = restarted or loop_config.get("start_checkpoint")
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             load_checkpoint(state, directory)
-        state.set_lr(config.lr, config.lr_d)
+        state.set_lr(config.lr, config.lr_d)  # the restored optimiser carries the old rates; PBT may set new ones
     torch.manual_seed(config.seed * 7919 + rank + 1000 * state.step)  # distinct noise per rank and per resume
 
     tracker = RunLogger(config.tracking_uri, loop_config["run_id"], active=rank == 0 and loop_config["run_id"])
-    if checkpoint is not None:
+    if restarted is not None:
         tracker.note_restart(state.epoch, state.step)
     reference = None
     if rank == 0 and config.quality_every:
@@ -183,14 +185,16 @@ def _progress_line(metrics: dict[str, float], epochs: int) -> str:
             + (f"  fid_domain {metrics['quality/fid_domain']:.1f}" if "quality/fid_domain" in metrics else ""))
 
 
-def build_trainer(config: TrainConfig, run_id: str | None, callbacks: list | None = None) -> TorchTrainer:
+def build_trainer(config: TrainConfig, run_id: str | None, callbacks: list | None = None,
+                  start_checkpoint: Checkpoint | None = None) -> TorchTrainer:
     """A TorchTrainer for one run; same name + storage path means Ray Train resumes from its latest checkpoint.
-    `callbacks` (e.g. Tune's TuneReportCallback) see every report."""
+    `callbacks` (e.g. Tune's TuneReportCallback) see every report. `start_checkpoint` is where a new run starts
+    (Train V2 dropped `resume_from_checkpoint`; the loop loads it when the run has none of its own)."""
     storage.configure(config.s3_endpoint_url)
     filesystem, storage_path = storage.pyarrow_filesystem(config.storage_path)
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"train": to_dict(config), "run_id": run_id},
+        train_loop_config={"train": to_dict(config), "run_id": run_id, "start_checkpoint": start_checkpoint},
         scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu,
                                      resources_per_worker={"CPU": config.cpus_per_worker}),
         run_config=RunConfig(

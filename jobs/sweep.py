@@ -29,6 +29,9 @@ def check_sweep(config: SweepConfig) -> None:
         raise ConfigError("--lr-d-ratios must be in (0, 100], e.g. 1,4 (1 = one shared learning rate)")
     if not config.lr_grid and config.lr_min >= config.lr_max:
         raise ConfigError(f"--lr-min={config.lr_min} must be below --lr-max={config.lr_max}")
+    if config.scheduler == "pbt" and config.perturbation_interval >= config.epochs:
+        raise ConfigError(f"--perturbation-interval={config.perturbation_interval} must be below --epochs="
+                          f"{config.epochs}, or PBT never perturbs a trial")
     if not config.quality_every:
         raise ConfigError("--quality-every 0: the sweep ranks trials by quality/fid_domain; give it epochs >= 1")
 
@@ -54,8 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     if config.tracking:
         search = (f"a grid of lr ({config.lr_grid})" if config.lr_grid
                   else f"random lr ({config.lr_min:g}..{config.lr_max:g})")
+        scheduler = (f"PBT every {config.perturbation_interval} epochs" if config.scheduler == "pbt"
+                     else config.scheduler.upper())
         description = (f"Ray Tune sweep over {search}, latent size ({config.latent_dims}) and D/G lr ratio "
-                       f"({config.lr_d_ratios}), {config.num_samples} sample(s), {config.scheduler} on "
+                       f"({config.lr_d_ratios}), {config.num_samples} sample(s), {scheduler} on "
                        f"quality/fid_domain; child runs are the trials, summary.csv and summary.png the outcome.")
         parent = open_run(config.tracking_uri, config.experiment, config.artifact_root, config.run_name,
                           {**_swept_out(to_dict(config)), **data_facts},

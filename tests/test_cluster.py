@@ -1,4 +1,5 @@
 """The jobs as users run them: `ray job submit` (the CLI) to a real `ray start --head` cluster, and cluster.yaml."""
+import csv
 import json
 import subprocess
 import sys
@@ -29,10 +30,11 @@ def _ray(cluster, *args: str, timeout: float = 600) -> subprocess.CompletedProce
                           timeout=timeout)
 
 
-def _submit(cluster, job_id: str, runtime_env: dict, *job_args: str, wait: bool) -> subprocess.CompletedProcess:
+def _submit(cluster, job_id: str, runtime_env: dict, *job_args: str, wait: bool,
+            job: str = "jobs.train") -> subprocess.CompletedProcess:
     return _ray(cluster, "job", "submit", "--address", cluster.url, "--submission-id", job_id,
                 "--working-dir", str(REPO), "--runtime-env-json", json.dumps(runtime_env),
-                *([] if wait else ["--no-wait"]), "--", "python", "-m", "jobs.train", *job_args)
+                *([] if wait else ["--no-wait"]), "--", "python", "-m", job, *job_args)
 
 
 def _status(cluster, job_id: str) -> str:
@@ -73,6 +75,53 @@ def test_submitted_job_with_a_bad_config_fails_fast_with_the_reason_in_its_logs(
     logs = _ray(ray_cluster, "job", "logs", "--address", ray_cluster.url, job_id).stdout
     assert "train: --lr=-1.0 is out of range: it must be > 0.0" in logs
     assert "Started a local Ray instance" not in logs and "TorchTrainer" not in logs
+
+
+@pytest.mark.slow
+def test_submitted_pbt_sweep_clones_a_leader_and_survives_a_diverging_trial(ray_cluster, digits_shards, tmp_path):
+    tracking = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    job_id = f"pbt-{uuid.uuid4().hex[:6]}"
+    # The drill (tests/nan_drill.py) makes the lr=2e-3 trial's loss NaN in its first epoch, in every worker process
+    # of this job, loaded through Ray's own worker setup hook.
+    runtime_env = {"worker_process_setup_hook": "tests.nan_drill.install",
+                   "env_vars": {"MLFLOW_TRACKING_URI": tracking, "NAN_DRILL_LR": "2e-3"}}
+    result = _submit(ray_cluster, job_id, runtime_env, "--shards", str(digits_shards), "--run-name", "pbt",
+                     "--storage-path", str(tmp_path / "ray"), "--artifact-root", str(tmp_path / "mlartifacts"),
+                     "--scheduler", "pbt", "--perturbation-interval", "2", "--epochs", "4", "--steps-per-epoch", "4",
+                     "--batch-size", "16", "--g-features", "8", "--d-features", "8", "--latent-dims", "16",
+                     "--quality-every", "1", "--quality-samples", "200", "--lr-grid", "1e-4,5e-4,2e-3",
+                     "--num-samples", "1", "--num-workers", "1", "--cpus-per-worker", "1",
+                     "--max-concurrent-trials", "2",
+                     wait=True, job="jobs.sweep")
+    assert "SUCCEEDED" in _status(ray_cluster, job_id), result.stdout[-3000:] + result.stderr[-3000:]
+
+    client = MlflowClient(tracking)
+    runs = client.search_runs([client.get_experiment_by_name("dcgan").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("job") == "sweep"]
+    children = {float(r.data.params["lr"]): r for r in runs if r.data.tags.get("mlflow.parentRunId")}
+    assert sorted(children) == [1e-4, 5e-4, 2e-3]
+
+    diverged = children.pop(2e-3)  # failed alone; the sweep went on
+    assert diverged.info.status == "FAILED" and diverged.data.tags["status"] == "diverged"
+    assert diverged.data.tags["diverged_at_step"] == "4"  # the first log window holding the NaN step
+    for child in children.values():
+        assert (child.info.status, child.data.tags["status"]) == ("FINISHED", "completed")
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "loss/G")]
+        assert len(steps) == len(set(steps)) and max(steps) == 16  # 4 epochs x 4 steps, none trained twice
+
+    # Synchronous PBT at epoch 2 over the 2 live trials: the bottom one continues from the top one's weights
+    # with a perturbed rate, recorded on its run.
+    (cloned,) = [c for c in children.values() if "pbt.clones" in c.data.tags]
+    donor_id, _, when = cloned.data.tags["pbt.clones"].partition(" at ")
+    assert when == "epoch 2" and donor_id in {c.data.tags["tune.trial_id"] for c in children.values()} - {
+        cloned.data.tags["tune.trial_id"]}
+    rates = [(m.step, m.value) for m in client.get_metric_history(cloned.info.run_id, "pbt/lr")]
+    assert sorted(step for step, _ in rates) == [0, 8]
+
+    table = list(csv.DictReader(open(client.download_artifacts(parent.info.run_id, "summary.csv"))))
+    assert sorted(row["status"] for row in table) == ["completed"] * 2 + ["diverged"]
+    (row,) = [row for row in table if row["trial_id"] == cloned.data.tags["tune.trial_id"]]
+    assert float(row["lr"]) == pytest.approx(max(rates)[1])  # the table holds the rate the trial ended with
 
 
 def test_cluster_yaml_passes_rays_own_schema_validation():

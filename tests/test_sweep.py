@@ -117,6 +117,7 @@ def test_a_non_finite_loss_stops_the_run_instead_of_training_on():
     (["--latent-dims", "32,abc"], "comma-separated numbers"),
     (["--latent-dims", "0,32"], "--latent-dims must be >= 1"),
     (["--quality-every", "0"], "ranks trials by quality/fid_domain"),
+    (["--scheduler", "pbt", "--epochs", "4", "--perturbation-interval", "4"], "or PBT never perturbs a trial"),
 ])
 def test_bad_sweep_settings_are_rejected_before_ray_starts(argv, message):
     from gan.config import ConfigError, SweepConfig, parse
@@ -151,3 +152,24 @@ def test_ttur_gives_the_discriminator_its_own_learning_rate_also_after_a_restore
     assert (state.opt_g.param_groups[0]["lr"], state.opt_d.param_groups[0]["lr"]) == (1e-4, 4e-4)
     state.set_lr(2e-4)
     assert (state.opt_g.param_groups[0]["lr"], state.opt_d.param_groups[0]["lr"]) == (2e-4, 2e-4)
+
+
+def test_pbt_perturbs_learning_rates_but_never_the_latent_size():
+    from gan.config import SweepConfig, parse
+    from gan.sweep import pbt_mutations
+
+    random_search = pbt_mutations(parse(SweepConfig, ["--lr-min", "1e-5", "--lr-max", "1e-3", "--lr-d-ratios", "1,4"]))
+    assert set(random_search) == {"lr", "lr_d_ratio"} and random_search["lr_d_ratio"] == [1.0, 4.0]
+    samples = [random_search["lr"].sample() for _ in range(200)]
+    assert 1e-5 <= min(samples) and max(samples) <= 1e-3
+    grid = pbt_mutations(parse(SweepConfig, ["--lr-grid", "1e-4,2e-4", "--latent-dims", "32,64"]))
+    assert grid == {"lr": [1e-4, 2e-4]}  # one shared rate: no ratio to perturb; latent size fixes the weights
+
+
+def test_a_pbt_checkpoint_names_the_trial_that_wrote_it():
+    from gan.config import TrainConfig
+    from gan.sweep import _written_by, trial_config
+
+    train = trial_config(TrainConfig(run_name="my-sweep"), {"lr": 1e-4, "latent_dim": 64}, "a85e5_00001")
+    meta = {"config": {"run_name": "my-sweep-a85e5_00000-e2-bd8f3a"}, "epoch": 4, "step": 16}
+    assert _written_by(meta, train, "a85e5_00001") == "a85e5_00000"
