@@ -3,8 +3,11 @@
 1. reference: a plain single-process DCGAN step (the same train_step arithmetic), synthetic tensors, every thread
    of the machine, no Ray / loader / tracking, global batch = ours;
 2. ours: the real training job in-process (Ray Train, N DDP workers, shards streamed through WebDataset, MLflow on),
-   img/s over the last two epochs (warm-up epoch excluded; each epoch's time includes its grid, checkpoint, report);
-3. ours / reference at 32x32x1 and 64x64x3;
+   over the last two epochs (the first is warm-up): the steady training loop (steps with their data loading and
+   logging: `perf/loop_img_per_s`) and the whole epoch (plus its sample grid, checkpoint and report);
+3. ours / reference at 32x32x1 and 64x64x3, for the steady loop and the whole epoch; by default with 1 worker
+   holding every thread, as the reference does (on one 2-core machine DDP cannot gain), plus 2 workers x 1 thread
+   at 32x32x1 for the scaling note;
 4. the data path alone: decoded samples/s in one process (what one worker's loader can give), local and S3,
    against what one training worker consumes;
 5. tracking overhead: ours with MLflow on vs --no-tracking.
@@ -57,20 +60,37 @@ def reference_img_per_s(resolution: int, channels: int, batch: int, steps: int, 
     return steps * batch / (time.perf_counter() - start)
 
 
-def ours_img_per_s(shards: str, work: Path, name: str, *flags: str) -> float:
+def ours_img_per_s(shards: str, work: Path, name: str, *flags: str) -> tuple[float, float]:
+    """(steady loop, whole epoch) img/s of the real job, averaged over its epochs after the first."""
     config = parse(TrainConfig, ["--shards", shards, "--storage-path", str(work / "ray"), "--run-name", name,
                                  "--tracking-uri", f"sqlite:///{work / 'mlruns.db'}", "--artifact-root",
                                  str(work / "mlartifacts"), "--experiment", "bench", "--quality-every", "0",
                                  "--epochs", "3", *flags]).resolved()
-    result = run(config, check_against_shards(config))
-    frame = result.metrics_dataframe
-    return float(frame["perf/epoch_img_per_s"].tail(2).mean() if len(frame) > 1 else frame["perf/epoch_img_per_s"][0])
+    frame = run(config, check_against_shards(config)).metrics_dataframe
+    steady = frame.tail(max(1, len(frame) - 1))
+    return float(steady["perf/loop_img_per_s"].mean()), float(steady["perf/epoch_img_per_s"].mean())
+
+
+def bracketed(runs: list[list[str]], shards: str, work: Path, key: str, resolution: int, channels: int,
+              reference_steps: int, threads: int) -> tuple[list[float], list[dict[str, float]]]:
+    """Reference, run, reference, run, ..., reference: each of ours against the mean of the two references around
+    it, because this machine's speed wanders by +-10% within a minute and a ratio of two measurements taken minutes
+    apart would mostly measure that."""
+    references = [reference_img_per_s(resolution, channels, 64, reference_steps, threads)]
+    measured = []
+    for i, flags in enumerate(runs):
+        steady, epoch = ours_img_per_s(shards, work, f"ours-{key}-{i}", *flags)
+        references.append(reference_img_per_s(resolution, channels, 64, reference_steps, threads))
+        around = (references[-2] + references[-1]) / 2
+        measured.append({"steady": steady, "epoch": epoch, "steady_ratio": steady / around,
+                         "epoch_ratio": epoch / around})
+    return references, measured
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer steps (under 5 minutes on 2 cores)")
-    parser.add_argument("--workers", type=int, default=2, help="DDP workers; each gets cpus/workers threads")
+    parser.add_argument("--workers", type=int, default=1, help="DDP workers; each gets cpus/workers threads")
     args = parser.parse_args()
     threads = os.cpu_count() or 1
     batch = 64 // args.workers  # per worker: the global batch stays 64 (the default 2 x 32) for any worker count
@@ -84,37 +104,46 @@ def main() -> None:
         digits32, digits64 = str(work / "digits32"), str(work / "digits64")
         write_shards(load_digits(32, 1), digits32, 100, 0.1, 0)
         write_shards(load_digits(64, 3), digits64, 100, 0.1, 0)
-        common = ["--num-workers", str(args.workers), "--batch-size", str(batch),
-                  "--cpus-per-worker", str(max(1, threads // args.workers))]
+        def layout(workers: int) -> list[str]:  # the global batch stays 64 for any worker count
+            return ["--num-workers", str(workers), "--batch-size", str(64 // workers),
+                    "--cpus-per-worker", str(max(1, threads // workers))]
+
+        common = layout(args.workers) + ["--epochs", "2" if args.quick else "3"]  # the first epoch is warm-up
         # A first fit absorbs Ray's start-up activity (GCS, dashboard, first worker imports) that would skew run 1.
         ours_img_per_s(digits32, work, "warm-up", *common, "--no-tracking", "--epochs", "1", "--steps-per-epoch", "5")
 
-        for resolution, channels, shards, steps_per_epoch in ((32, 1, digits32, 0),
-                                                             (64, 3, digits64, 6 if args.quick else 20)):
+        # Tracked (T) and untracked (U) runs alternate at 32x32x1 (T U T U T), so the tracking overhead is judged on
+        # runs taken minutes apart at most, each against its own reference neighbours.
+        cases = ((32, 1, digits32, 0, ["T", "U", "T", "U", "T"] if args.quick else ["T", "U"] * 3 + ["T"]),
+                 (64, 3, digits64, 6 if args.quick else 20, ["T"]))
+        for resolution, channels, shards, steps_per_epoch, kinds in cases:
             key = f"{resolution}x{resolution}x{channels}"
-            reference_steps = (8 if resolution == 64 else 20) * (1 if args.quick else 3)
-            # Reference before and after ours, averaged: this machine's speed drifts by several percent over
-            # minutes, and a ratio of two measurements taken at different times would carry that drift.
-            before = reference_img_per_s(resolution, channels, batch * args.workers, reference_steps, threads)
-            ours = ours_img_per_s(shards, work, f"ours-{key}", *common, "--resolution", str(resolution),
-                                  "--steps-per-epoch", str(steps_per_epoch))
-            after = reference_img_per_s(resolution, channels, batch * args.workers, reference_steps, threads)
-            reference = (before + after) / 2
-            rows.append((f"DCGAN {key}", reference, ours))
-            result[f"reference_img_per_s_{key}"] = reference
-            result[f"ours_img_per_s_{key}"] = round(ours, 1)
-            result[f"ratio_{key}"] = round(ours / reference, 3)
+            flags = [*common, "--resolution", str(resolution), "--steps-per-epoch", str(steps_per_epoch)]
+            runs = [[*flags, "--no-tracking"] if kind == "U" else flags for kind in kinds]
+            references, measured = bracketed(runs, shards, work, key, resolution, channels,
+                                             (8 if resolution == 64 else 20) * (1 if args.quick else 3), threads)
+            tracked = [m for m, kind in zip(measured, kinds) if kind == "T"]
+            steady_ratio = statistics.median(m["steady_ratio"] for m in tracked)
+            epoch_ratio = statistics.median(m["epoch_ratio"] for m in tracked)
+            ours = (statistics.mean(m["steady"] for m in tracked), statistics.mean(m["epoch"] for m in tracked))
+            rows.append((f"DCGAN {key}", statistics.mean(references), *ours, steady_ratio, epoch_ratio))
+            result.update({f"reference_img_per_s_{key}": statistics.mean(references),
+                           f"ours_img_per_s_{key}": ours[0], f"ours_epoch_img_per_s_{key}": ours[1],
+                           f"ratio_{key}": steady_ratio, f"epoch_ratio_{key}": epoch_ratio,
+                           f"ratios_{key}": [round(m["steady_ratio"], 3) for m in tracked],
+                           f"reference_runs_{key}": [round(value, 1) for value in references]})
+            untracked = [m for m, kind in zip(measured, kinds) if kind == "U"]
+            if untracked:  # on whole epochs, which include the sample grid that tracking encodes and uploads
+                untracked_ratio = statistics.median(m["epoch_ratio"] for m in untracked)
+                result["ours_untracked_epoch_img_per_s_32x32x1"] = statistics.mean(m["epoch"] for m in untracked)
+                result["tracking_overhead"] = 1 - epoch_ratio / untracked_ratio  # below 0: run-to-run noise
+                tracking = (result["ours_untracked_epoch_img_per_s_32x32x1"], ours[1])
 
-        # Tracking on/off in an A-B-B-A order, so a drift of the machine's speed cancels out.
-        untracked = statistics.mean(ours_img_per_s(digits32, work, f"ours-untracked-{i}", *common, "--no-tracking")
-                                    for i in range(2))
-        tracked = statistics.mean([result["ours_img_per_s_32x32x1"],
-                                   ours_img_per_s(digits32, work, "ours-tracked-2", *common)])
-        reference32 = result["reference_img_per_s_32x32x1"]
-        result["ours_img_per_s_32x32x1"], result["ratio_32x32x1"] = round(tracked, 1), round(tracked / reference32, 3)
-        rows[0] = (rows[0][0], rows[0][1], tracked)
-        result["ours_untracked_img_per_s_32x32x1"] = round(untracked, 1)
-        result["tracking_overhead"] = round(1 - tracked / untracked, 4)  # signed: below 0 is run-to-run noise
+        other = 2 if args.workers == 1 else 1
+        scaled = ours_img_per_s(digits32, work, f"ours-{other}-workers", *layout(other)) if not args.quick else None
+        if scaled:
+            result[f"ours_img_per_s_32x32x1_{other}_workers"] = scaled[0]
+            result[f"ours_epoch_img_per_s_32x32x1_{other}_workers"] = scaled[1]
 
         torch.set_num_threads(1)  # one worker's loader shares that worker's one CPU
         local = samples_per_second(digits32, passes=2)
@@ -126,7 +155,7 @@ def main() -> None:
             s3 = samples_per_second("s3://bench/digits32", passes=2)
         finally:
             server.stop()
-        consumed_per_worker = tracked / args.workers
+        consumed_per_worker = result["ours_img_per_s_32x32x1"] / args.workers
         result.update({"loader_local_samples_per_s": round(local), "loader_s3_samples_per_s": round(s3),
                        "consumed_per_worker_img_per_s": round(consumed_per_worker, 1),
                        "data_path_over_consumption": round(min(local, s3) / consumed_per_worker, 2)})
@@ -135,10 +164,16 @@ def main() -> None:
     result.update({"workers": args.workers, "batch_per_worker": batch, "threads": threads, "quick": args.quick,
                    "torch": torch.__version__, "ray": ray.__version__, "python": platform.python_version(),
                    "machine": f"{platform.machine()}, {threads} cpus", "seconds": round(time.perf_counter() - started)})
-    print(f"\n{'':<16}{'reference img/s':>17}{'ours img/s':>13}{'ours/ref':>10}")
-    for label, reference, ours in rows:
-        print(f"{label:<16}{reference:>17.1f}{ours:>13.1f}{ours / reference:>10.3f}")
-    print(f"tracking off {untracked:.1f} img/s, on {tracked:.1f} img/s: overhead {result['tracking_overhead']:.1%}")
+    print(f"\n{args.workers} worker(s); steady = the training loop, epoch = plus grid, checkpoint and report")
+    print("ratio = median over the runs of ours / the mean of the reference runs just before and after it")
+    print(f"{'':<16}{'reference img/s':>17}{'ours steady':>13}{'ratio':>8}{'ours epoch':>12}{'ratio':>8}")
+    for label, reference, steady, epoch, steady_ratio, epoch_ratio in rows:
+        print(f"{label:<16}{reference:>17.1f}{steady:>13.1f}{steady_ratio:>8.3f}{epoch:>12.1f}{epoch_ratio:>8.3f}")
+    print(f"32x32x1 steady ratio per run: {result['ratios_32x32x1']}")
+    if scaled:
+        print(f"{other} worker(s) at 32x32x1: steady {scaled[0]:.1f}, epoch {scaled[1]:.1f} img/s")
+    print(f"tracking off {tracking[0]:.1f} img/s, on {tracking[1]:.1f} img/s (whole epochs): overhead "
+          f"{result['tracking_overhead']:.1%}")
     print(f"loader (1 process): local {local:.0f}, S3 {s3:.0f} samples/s; one worker consumes "
           f"{consumed_per_worker:.0f} img/s -> {result['data_path_over_consumption']:.1f}x")
     out = Path(__file__).with_name("results")

@@ -85,7 +85,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         health = DataHealth()
         batches = rank_batches(config.shards, plan, rank, manifest.resolution, manifest.channels,
                                config.shuffle_buffer, config.seed + 1_000_003 * epoch + rank, health, read_policy)
-        window_start, step_seconds = time.perf_counter(), 0.0
+        loop_start = window_start = time.perf_counter()
+        step_seconds = 0.0
         for images, _labels in batches:
             step_start = time.perf_counter()
             meter.add(train_step(state, _to_device(images, device, memory_format), bf16=config.bf16))
@@ -96,10 +97,14 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         if meter.pending:  # the epoch's last, partial window
             latest = _log_window(meter, tracker, state.step, window_start, images_per_step)
         state.epoch = epoch + 1
+        loop_seconds = time.perf_counter() - loop_start
         seconds = time.perf_counter() - cycle_start
+        cycle_start = time.perf_counter()  # from here: this epoch's quality, grid, checkpoint and report
         # The share of the epoch spent in train_step (DDP all-reduce included): the rest is data, logging, snapshots.
         epoch_metrics = {"epoch": state.epoch, "perf/epoch_seconds": seconds, "perf/step_fraction": step_seconds / seconds,
                          "perf/epoch_img_per_s": plan.steps * images_per_step / seconds,
+                         # The steady rate: the epoch's steps with their data loading and logging, no snapshot.
+                         "perf/loop_img_per_s": plan.steps * images_per_step / loop_seconds,
                          "data/unused_samples": plan.unused_samples, **sum_across_ranks(health.as_metrics())}
         tracker.log_metrics(epoch_metrics, state.step)
         if reference is not None and (state.epoch % config.quality_every == 0 or state.epoch in (1, config.epochs)):
@@ -111,7 +116,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             tracker.log_image(sample_grid(unwrap(state.generator), state.fixed_noise), "samples", step=state.epoch)
             log.info(_progress_line(metrics, config.epochs))
         _report(state, metrics, config, rank)
-        cycle_start = time.perf_counter()
 
     if rank == 0:
         with tempfile.TemporaryDirectory() as tmp:
