@@ -97,9 +97,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         if meter.pending:  # the epoch's last, partial window
             latest = _log_window(meter, tracker, state.step, window_start, images_per_step)
         state.epoch = epoch + 1
-        loop_seconds = time.perf_counter() - loop_start
-        seconds = time.perf_counter() - cycle_start
-        cycle_start = time.perf_counter()  # from here: this epoch's quality, grid, checkpoint and report
+        now = time.perf_counter()
+        loop_seconds, seconds = now - loop_start, now - cycle_start
+        cycle_start = now  # from here: this epoch's quality, grid, checkpoint and report count to the next epoch
         # The share of the epoch spent in train_step (DDP all-reduce included): the rest is data, logging, snapshots.
         epoch_metrics = {"epoch": state.epoch, "perf/epoch_seconds": seconds, "perf/step_fraction": step_seconds / seconds,
                          "perf/epoch_img_per_s": plan.steps * images_per_step / seconds,
