@@ -43,6 +43,9 @@ from gan.step import train_step  # noqa: E402
 from jobs.train import check_against_shards, run  # noqa: E402
 
 
+GLOBAL_BATCH = 64  # images per step on both sides, split over the workers (the job's default 2 x 32)
+
+
 def reference_img_per_s(resolution: int, channels: int, batch: int, steps: int, threads: int) -> float:
     """The bare loop, with the job's default memory layout and precision so both sides do the same arithmetic."""
     defaults = TrainConfig()
@@ -76,11 +79,11 @@ def bracketed(runs: list[list[str]], shards: str, work: Path, key: str, resoluti
     """Reference, run, reference, run, ..., reference: each of ours against the mean of the two references around
     it, because this machine's speed wanders by +-10% within a minute and a ratio of two measurements taken minutes
     apart would mostly measure that."""
-    references = [reference_img_per_s(resolution, channels, 64, reference_steps, threads)]
+    references = [reference_img_per_s(resolution, channels, GLOBAL_BATCH, reference_steps, threads)]
     measured = []
     for i, flags in enumerate(runs):
         steady, epoch = ours_img_per_s(shards, work, f"ours-{key}-{i}", *flags)
-        references.append(reference_img_per_s(resolution, channels, 64, reference_steps, threads))
+        references.append(reference_img_per_s(resolution, channels, GLOBAL_BATCH, reference_steps, threads))
         around = (references[-2] + references[-1]) / 2
         measured.append({"steady": steady, "epoch": epoch, "steady_ratio": steady / around,
                          "epoch_ratio": epoch / around})
@@ -93,7 +96,6 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="DDP workers; each gets cpus/workers threads")
     args = parser.parse_args()
     threads = os.cpu_count() or 1
-    batch = 64 // args.workers  # per worker: the global batch stays 64 (the default 2 x 32) for any worker count
     started = time.perf_counter()
     import ray
 
@@ -104,8 +106,8 @@ def main() -> None:
         digits32, digits64 = str(work / "digits32"), str(work / "digits64")
         write_shards(load_digits(32, 1), digits32, 100, 0.1, 0)
         write_shards(load_digits(64, 3), digits64, 100, 0.1, 0)
-        def layout(workers: int) -> list[str]:  # the global batch stays 64 for any worker count
-            return ["--num-workers", str(workers), "--batch-size", str(64 // workers),
+        def layout(workers: int) -> list[str]:
+            return ["--num-workers", str(workers), "--batch-size", str(GLOBAL_BATCH // workers),
                     "--cpus-per-worker", str(max(1, threads // workers))]
 
         common = layout(args.workers) + ["--epochs", "2" if args.quick else "3"]  # the first epoch is warm-up
@@ -137,7 +139,6 @@ def main() -> None:
                 untracked_ratio = statistics.median(m["epoch_ratio"] for m in untracked)
                 result["ours_untracked_epoch_img_per_s_32x32x1"] = statistics.mean(m["epoch"] for m in untracked)
                 result["tracking_overhead"] = 1 - epoch_ratio / untracked_ratio  # below 0: run-to-run noise
-                tracking = (result["ours_untracked_epoch_img_per_s_32x32x1"], ours[1])
 
         other = 2 if args.workers == 1 else 1
         scaled = ours_img_per_s(digits32, work, f"ours-{other}-workers", *layout(other)) if not args.quick else None
@@ -161,8 +162,8 @@ def main() -> None:
                        "data_path_over_consumption": round(min(local, s3) / consumed_per_worker, 2)})
     ray.shutdown()
 
-    result.update({"workers": args.workers, "batch_per_worker": batch, "threads": threads, "quick": args.quick,
-                   "torch": torch.__version__, "ray": ray.__version__, "python": platform.python_version(),
+    result.update({"workers": args.workers, "batch_per_worker": GLOBAL_BATCH // args.workers, "threads": threads,
+                   "quick": args.quick, "torch": torch.__version__, "ray": ray.__version__, "python": platform.python_version(),
                    "machine": f"{platform.machine()}, {threads} cpus", "seconds": round(time.perf_counter() - started)})
     print(f"\n{args.workers} worker(s); steady = the training loop, epoch = plus grid, checkpoint and report")
     print("ratio = median over the runs of ours / the mean of the reference runs just before and after it")
@@ -172,7 +173,8 @@ def main() -> None:
     print(f"32x32x1 steady ratio per run: {result['ratios_32x32x1']}")
     if scaled:
         print(f"{other} worker(s) at 32x32x1: steady {scaled[0]:.1f}, epoch {scaled[1]:.1f} img/s")
-    print(f"tracking off {tracking[0]:.1f} img/s, on {tracking[1]:.1f} img/s (whole epochs): overhead "
+    print(f"tracking off {result['ours_untracked_epoch_img_per_s_32x32x1']:.1f} img/s, on "
+          f"{result['ours_epoch_img_per_s_32x32x1']:.1f} img/s (whole epochs): overhead "
           f"{result['tracking_overhead']:.1%}")
     print(f"loader (1 process): local {local:.0f}, S3 {s3:.0f} samples/s; one worker consumes "
           f"{consumed_per_worker:.0f} img/s -> {result['data_path_over_consumption']:.1f}x")

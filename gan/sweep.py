@@ -89,8 +89,8 @@ def _train_in_generations(train: TrainConfig, run_id: str | None, trial_id: str,
     start = tune.get_checkpoint()
     meta = _checkpoint_meta(start) if start else {"epoch": 0, "step": 0}
     if run_id:
-        _record_generation(train, run_id, meta, _written_by(meta, train, trial_id) if start else trial_id,
-                           trial_id, lr_d_ratio)
+        donor = _written_by(meta, train, trial_id) if start else trial_id
+        _record_generation(train, run_id, meta, lr_d_ratio, cloned_from=donor if donor != trial_id else None)
     epoch = meta["epoch"]
     while epoch < train.epochs:
         target = min(epoch + interval, train.epochs)
@@ -101,8 +101,8 @@ def _train_in_generations(train: TrainConfig, run_id: str | None, trial_id: str,
         tune.report(result.metrics, checkpoint=tune.Checkpoint(start.path, start.filesystem))
 
 
-def _record_generation(train: TrainConfig, run_id: str, meta: dict[str, Any], donor: str, trial_id: str,
-                       lr_d_ratio: float) -> None:
+def _record_generation(train: TrainConfig, run_id: str, meta: dict[str, Any], lr_d_ratio: float,
+                       cloned_from: str | None) -> None:
     """The rates this trial trains with from here (series pbt/lr, pbt/lr_d_ratio) and, when PBT handed it another
     trial's weights, which and when (tag pbt.clones, one entry per clone)."""
     from mlflow import MlflowClient
@@ -110,9 +110,9 @@ def _record_generation(train: TrainConfig, run_id: str, meta: dict[str, Any], do
     client = MlflowClient(train.tracking_uri)
     client.log_metric(run_id, "pbt/lr", train.lr, step=meta["step"])
     client.log_metric(run_id, "pbt/lr_d_ratio", lr_d_ratio, step=meta["step"])
-    if donor != trial_id:
+    if cloned_from:
         clones = client.get_run(run_id).data.tags.get("pbt.clones", "")
-        entry = f"{donor} at epoch {meta['epoch']}"
+        entry = f"{cloned_from} at epoch {meta['epoch']}"
         if not clones.endswith(entry):  # a resumed sweep may replay this start
             client.set_tag(run_id, "pbt.clones", f"{clones}; {entry}" if clones else entry)
 
