@@ -6,6 +6,7 @@ free, so two runs on one machine never collide; each server is stopped by its PI
 from __future__ import annotations
 
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -41,6 +42,37 @@ def _free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+def _ephemeral_port_floor() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default floor
+
+
+def _free_port_block(count: int, attempts: int = 50) -> int:
+    """First port of `count` consecutive free ports, all below the kernel's ephemeral range.
+
+    Ports from bind(0) come from the ephemeral range; a block drawn there can hold a port another component (or
+    a client socket) is handed moments later, which is how Ray once refused to start: its agent's port fell
+    inside the worker range."""
+    ceiling = _ephemeral_port_floor() - count
+    for _ in range(attempts):
+        start = random.randrange(10000, ceiling)
+        sockets = []
+        try:
+            for port in range(start, start + count):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return start
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError(f"no {count} consecutive free ports below {ceiling + count} after {attempts} tries")
 
 
 @dataclass
@@ -164,6 +196,7 @@ def start_mlflow_server(backend_store_uri: str, artifacts_destination: str, log_
 _RAY_PORT_FLAGS = ("port", "dashboard-port", "ray-client-server-port", "node-manager-port", "object-manager-port",
                    "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
                    "metrics-export-port")
+_RAY_WORKER_PORTS = 201  # one per worker process Ray may start; a 2-CPU node with Tune + Train needs far fewer
 
 
 def start_ray_head(temp_dir: str | Path, num_cpus: int = 2, timeout: float = 120.0) -> Server:
@@ -172,12 +205,12 @@ def start_ray_head(temp_dir: str | Path, num_cpus: int = 2, timeout: float = 120
     Stopping it kills only its own process group: `ray stop` would stop every Ray on the machine."""
     temp_dir = Path(temp_dir)
     temp_dir.mkdir(parents=True, exist_ok=True)
-    *service_ports, worker_port = _free_ports(len(_RAY_PORT_FLAGS) + 1)
-    ports = dict(zip(_RAY_PORT_FLAGS, service_ports))
+    ports = dict(zip(_RAY_PORT_FLAGS, _free_ports(len(_RAY_PORT_FLAGS))))
+    worker_port = _free_port_block(_RAY_WORKER_PORTS)
     command = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", f"--num-cpus={num_cpus}",
                "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", "--include-dashboard=true",
                f"--temp-dir={temp_dir}", "--disable-usage-stats", f"--min-worker-port={worker_port}",
-               f"--max-worker-port={worker_port + 200}", *[f"--{flag}={port}" for flag, port in ports.items()]]
+               f"--max-worker-port={worker_port + _RAY_WORKER_PORTS - 1}", *[f"--{flag}={port}" for flag, port in ports.items()]]
     # Token authentication on, with a token of this cluster's own: clients need RAY_AUTH_MODE + the token path.
     token_path = temp_dir / "auth_token"
     token_path.write_text(secrets.token_hex(32))
