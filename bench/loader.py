@@ -1,7 +1,8 @@
-"""Loader throughput, local disk vs S3 (SeaweedFS on 127.0.0.1), measured side by side in one run.
+"""Loader throughput: raw vs PNG storage, local disk vs S3 (SeaweedFS on 127.0.0.1), side by side in one run.
 
-Decoded samples/s through the same WebDataset pipeline the training workers use (read tar, shuffle, PNG decode),
-one process, over several passes of the digits training shards. Prints a table and, last, one JSON line.
+Decoded samples/s through the same WebDataset pipeline the training workers use (read tar, shuffle, decode), one
+process, over several passes of the digits training shards at 32x32x1 and 64x64x3. Prints a table and, last, one
+JSON line.
 
     .venv/bin/python bench/loader.py [--passes 5]
 """
@@ -29,7 +30,7 @@ def samples_per_second(root: str, passes: int) -> float:
     shards = tuple(manifest.shards("train"))
     start, count = time.perf_counter(), 0
     for pass_number in range(passes):
-        for _ in rank_samples(root, shards, manifest.resolution, manifest.channels, shuffle_buffer=1000,
+        for _ in rank_samples(root, shards, manifest.image_spec, shuffle_buffer=1000,
                               seed=pass_number):
             count += 1
     return count / (time.perf_counter() - start)
@@ -39,27 +40,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--passes", type=int, default=5)
     args = parser.parse_args()
+    rates: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        local = str(Path(tmp) / "digits")
-        write_shards(load_digits(32, 1), local, samples_per_shard=100, holdout_fraction=0.1, seed=0)
         server = start_seaweedfs(Path(tmp) / "seaweedfs", "bench", secrets.token_urlsafe(16), buckets=("bench",))
         try:
             os.environ.update(server.env)
             storage.configure("")
-            remote = "s3://bench/digits"
-            copy_shards(local, remote)
-            samples_per_second(local, 1)  # warm the page cache and imports for both
-            local_rate = samples_per_second(local, args.passes)
-            s3_rate = samples_per_second(remote, args.passes)
+            for resolution, channels in ((32, 1), (64, 3)):
+                data = load_digits(resolution, channels)
+                for image_format in ("png", "raw"):
+                    case = f"{resolution}x{resolution}x{channels}_{image_format}"
+                    local, remote = str(Path(tmp) / case), f"s3://bench/{case}"
+                    write_shards(data, local, samples_per_shard=100, holdout_fraction=0.1, seed=0,
+                                 image_format=image_format)
+                    copy_shards(local, remote)
+                    samples_per_second(local, 1)  # warm the page cache and imports
+                    rates[f"{case}_local"] = samples_per_second(local, args.passes)
+                    rates[f"{case}_s3"] = samples_per_second(remote, args.passes)
         finally:
             server.stop()
-    result = {"local_samples_per_s": round(local_rate), "s3_samples_per_s": round(s3_rate),
-              "s3_over_local": round(s3_rate / local_rate, 3), "passes": args.passes,
-              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus"}
-    print(f"{'source':<8}{'decoded samples/s':>20}")
-    print(f"{'local':<8}{local_rate:>20.0f}")
-    print(f"{'s3':<8}{s3_rate:>20.0f}")
-    print(f"s3/local = {s3_rate / local_rate:.2f}")
+    result = {f"{case}_samples_per_s": round(rate) for case, rate in rates.items()}
+    result.update({"passes": args.passes, "machine": f"{platform.processor() or platform.machine()}, "
+                                                     f"{os.cpu_count()} cpus"})
+    print(f"{'decoded samples/s':<20}{'local':>10}{'s3':>10}{'s3/local':>10}{'raw/png':>10}")
+    for case in ("32x32x1_png", "32x32x1_raw", "64x64x3_png", "64x64x3_raw"):
+        local, s3 = rates[f"{case}_local"], rates[f"{case}_s3"]
+        png_local = rates[case.replace("_raw", "_png") + "_local"]
+        print(f"{case:<20}{local:>10.0f}{s3:>10.0f}{s3 / local:>10.2f}{local / png_local:>10.2f}")
     Path(__file__).with_name("results").mkdir(exist_ok=True)
     (Path(__file__).with_name("results") / "loader.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result))

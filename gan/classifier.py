@@ -74,8 +74,8 @@ def load_split(shards_root: str, manifest: Manifest, split: str, max_samples: in
                                                                                                       torch.Tensor]:
     """A split's images (float, [-1, 1]) and labels in memory, in manifest order."""
     images, labels = [], []
-    for image, label, _ in rank_samples(shards_root, tuple(manifest.shards(split)), manifest.resolution,
-                                        manifest.channels, shuffle_buffer=1, seed=0):
+    for image, label, _ in rank_samples(shards_root, tuple(manifest.shards(split)), manifest.image_spec,
+                                        shuffle_buffer=1, seed=0):
         images.append(image)
         labels.append(label)
         if len(images) >= max_samples:

@@ -1,13 +1,12 @@
 """Shards -> batches for one Ray Train rank: the epoch plan (which rank reads which shards, how many steps)
-and the WebDataset pipeline (read tar, shuffle, decode, batch as uint8; `normalise` to [-1, 1] runs on the
-training device, so a GPU gets a quarter of the bytes and the CPU does not do the float math).
+and the WebDataset pipeline (read tar, shuffle, decode with gan/image_codec.py, batch as uint8; `normalise` to
+[-1, 1] runs on the training device, so a GPU gets a quarter of the bytes and the CPU does not do the float math).
 
 Knows nothing of Ray: callers pass rank and world size. Every rank takes exactly `plan.steps` steps, because
 DDP hangs at the epoch end if one rank runs out of batches before the others.
 """
 from __future__ import annotations
 
-import io
 import itertools
 import random
 from dataclasses import dataclass
@@ -16,9 +15,9 @@ from typing import Iterator
 import numpy as np
 import torch
 import webdataset as wds
-from PIL import Image
 
 from gan import storage
+from gan.image_codec import ImageSpec
 from gan.manifest import ManifestError, ShardInfo
 from gan.shard_reader import DataError, DataHealth, ReadPolicy, read_shard, skip_bad_sample
 
@@ -63,16 +62,6 @@ def plan_epoch(shards: list[ShardInfo], world_size: int, batch_size: int, epoch:
     return EpochPlan(tuple(tuple(a) for a in assigned), steps, batch_size)
 
 
-def decode_image(png: bytes, resolution: int, channels: int) -> np.ndarray:
-    """PNG bytes -> (C, H, W) uint8; raises ValueError for an image of the wrong size or channel count."""
-    with Image.open(io.BytesIO(png)) as image:
-        array = np.asarray(image)
-    array = array[:, :, None] if array.ndim == 2 else array
-    if array.shape != (resolution, resolution, channels):
-        raise ValueError(f"image is {array.shape}, shards promise {(resolution, resolution, channels)}")
-    return np.ascontiguousarray(array.transpose(2, 0, 1))
-
-
 def normalise(images: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] -> float [-1, 1], the range of the generator's Tanh."""
     return images.float().div_(127.5).sub_(1.0)
@@ -92,8 +81,8 @@ def _shard_stream(root: str, shards: tuple[ShardInfo, ...], health: DataHealth, 
             yield from read_shard(url, shard, health, policy)
 
 
-def rank_samples(root: str, shards: tuple[ShardInfo, ...], resolution: int, channels: int, shuffle_buffer: int,
-                 seed: int, health: DataHealth | None = None, policy: ReadPolicy = ReadPolicy()) -> wds.DataPipeline:
+def rank_samples(root: str, shards: tuple[ShardInfo, ...], spec: ImageSpec, shuffle_buffer: int, seed: int,
+                 health: DataHealth | None = None, policy: ReadPolicy = ReadPolicy()) -> wds.DataPipeline:
     """Decoded (image, label, key) samples from one pass over these shards, shuffled within a buffer; bad shards and
     bad samples are counted in `health` and skipped (or raise DataError under policy.strict)."""
     health = health if health is not None else DataHealth()
@@ -101,7 +90,14 @@ def rank_samples(root: str, shards: tuple[ShardInfo, ...], resolution: int, chan
 
     def decode(sample: dict) -> tuple[np.ndarray, int, str]:
         try:
-            return decode_image(sample["png"], resolution, channels), int(sample.get("cls", b"-1")), sample["__key__"]
+            body = sample[spec.image_format]
+        except KeyError:
+            members = ", ".join(k for k in sample if not k.startswith("__"))
+            raise ValueError(f"sample {sample.get('__key__')} of {sample.get('__url__')} has no .{spec.image_format} "
+                             f"member (has: {members}), though shards.json says image_format {spec.image_format}; "
+                             f"rebuild the shards with jobs.make_shards") from None
+        try:
+            return spec.decode(body), int(sample.get("cls", b"-1")), sample["__key__"]
         except Exception as error:  # name the sample: the handler counts it, or fails with this under --strict
             raise ValueError(f"sample {sample.get('__key__')} of {sample.get('__url__')}: "
                              f"{type(error).__name__}: {error}") from error
@@ -113,8 +109,8 @@ def rank_samples(root: str, shards: tuple[ShardInfo, ...], resolution: int, chan
     )
 
 
-def rank_batches(root: str, plan: EpochPlan, rank: int, resolution: int, channels: int, shuffle_buffer: int,
-                 seed: int, health: DataHealth | None = None,
+def rank_batches(root: str, plan: EpochPlan, rank: int, spec: ImageSpec, shuffle_buffer: int, seed: int,
+                 health: DataHealth | None = None,
                  policy: ReadPolicy = ReadPolicy()) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Exactly plan.steps batches of (uint8 images (B, C, H, W), labels) for this rank.
 
@@ -124,7 +120,7 @@ def rank_batches(root: str, plan: EpochPlan, rank: int, resolution: int, channel
     health = health if health is not None else DataHealth()
     produced = 0
     for pass_number in itertools.count():
-        samples = rank_samples(root, plan.shards_by_rank[rank], resolution, channels, shuffle_buffer,
+        samples = rank_samples(root, plan.shards_by_rank[rank], spec, shuffle_buffer,
                                seed + pass_number, health, policy)
         batches = samples.compose(wds.map(lambda s: (s[0], s[1])),
                                   wds.batched(plan.batch_size, collation_fn=_collate, partial=False))

@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from gan import storage
+from gan.image_codec import IMAGE_FORMATS, ImageSpec
 
 MANIFEST_NAME = "shards.json"
 FORMAT_VERSION = 1
@@ -28,7 +29,7 @@ class Manifest:
     channels: int
     class_names: list[str]
     splits: dict[str, list[ShardInfo]] = field(default_factory=dict)
-    image_format: str = "png"
+    image_format: str = "png"  # gan/image_codec.py; manifests from before raw storage existed are all png
     source: str = ""
     format_version: int = FORMAT_VERSION
 
@@ -40,6 +41,10 @@ class Manifest:
             for shard in self.splits[split]:
                 digest.update(f"{split}/{shard.name}:{shard.sha256}\n".encode())
         return digest.hexdigest()[:16]
+
+    @property
+    def image_spec(self) -> ImageSpec:
+        return ImageSpec(self.resolution, self.channels, self.image_format)
 
     def shards(self, split: str) -> list[ShardInfo]:
         if split not in self.splits or not self.splits[split]:
@@ -62,6 +67,9 @@ class Manifest:
         if body.get("format_version") != FORMAT_VERSION:
             raise ManifestError(f"{MANIFEST_NAME} has format_version {body.get('format_version')}, this code reads "
                                 f"{FORMAT_VERSION}; rebuild the shards with jobs.make_shards")
+        if body.get("image_format", "png") not in IMAGE_FORMATS:
+            raise ManifestError(f"{MANIFEST_NAME} stores images as {body['image_format']!r}, this code reads "
+                                f"{', '.join(IMAGE_FORMATS)}; rebuild the shards with jobs.make_shards")
         body["splits"] = {split: [ShardInfo(**s) for s in shards] for split, shards in body["splits"].items()}
         return cls(**body)
 

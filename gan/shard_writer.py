@@ -1,7 +1,6 @@
 """Writes an ImageSet as WebDataset tar shards ({split}-000000.tar ...) plus the manifest that describes them.
 
-Images are stored as PNG: lossless, ~2-4x smaller than raw uint8 at these sizes, viewable with any tool, and
-decoding a 32x32 PNG costs tens of microseconds, far below a training step's cost.
+Each sample is two tar members, {key}.{raw|png} (gan/image_codec.py) and {key}.cls.
 """
 from __future__ import annotations
 
@@ -10,27 +9,21 @@ import io
 import tarfile
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from gan import storage
+from gan.image_codec import encode_image
 from gan.manifest import Manifest, ManifestError, ShardInfo, read_manifest, write_manifest
 from gan.sources import ImageSet
 
 
-def encode_png(image: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image).save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
-
-
-def _tar_bytes(images: np.ndarray, labels: np.ndarray, keys: list[str]) -> bytes:
-    """A WebDataset shard: members {key}.png and {key}.cls per sample. Plain USTAR headers, because the PAX
-    headers tarfile writes by default double the header parsing the reader pays for every sample."""
+def _tar_bytes(images: np.ndarray, labels: np.ndarray, keys: list[str], image_format: str) -> bytes:
+    """A WebDataset shard. Plain USTAR headers, because the PAX headers tarfile writes by default double the
+    header parsing the reader pays for every sample."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         for image, label, key in zip(images, labels, keys):
-            for suffix, body in (("png", encode_png(image)), ("cls", str(int(label)).encode())):
+            for suffix, body in ((image_format, encode_image(image, image_format)), ("cls", str(int(label)).encode())):
                 member = tarfile.TarInfo(f"{key}.{suffix}")
                 member.size, member.mode = len(body), 0o444
                 tar.addfile(member, io.BytesIO(body))
@@ -43,10 +36,12 @@ def split_indices(count: int, holdout_fraction: float, seed: int) -> dict[str, n
     return {"train": np.sort(order[holdout:]), "holdout": np.sort(order[:holdout])}
 
 
-def write_shards(data: ImageSet, out: str, samples_per_shard: int, holdout_fraction: float, seed: int) -> Manifest:
+def write_shards(data: ImageSet, out: str, samples_per_shard: int, holdout_fraction: float, seed: int,
+                 image_format: str = "raw") -> Manifest:
     """Write every split's shards, then the manifest last, so a manifest only ever names complete shards."""
     height, _, channels = data.images.shape[1:]
-    manifest = Manifest(resolution=height, channels=channels, class_names=data.class_names, source=data.source)
+    manifest = Manifest(resolution=height, channels=channels, class_names=data.class_names, source=data.source,
+                        image_format=image_format)
     total = len(data.images)
     with tqdm(total=total, desc=f"writing shards to {out}", unit="img") as progress:
         for split, indices in split_indices(total, holdout_fraction, seed).items():
@@ -54,7 +49,8 @@ def write_shards(data: ImageSet, out: str, samples_per_shard: int, holdout_fract
             for number, start in enumerate(range(0, len(indices), samples_per_shard)):
                 chunk = indices[start:start + samples_per_shard]
                 name = f"{split}-{number:06d}.tar"
-                body = _tar_bytes(data.images[chunk], data.labels[chunk], [f"{split}-{i:07d}" for i in chunk])
+                body = _tar_bytes(data.images[chunk], data.labels[chunk], [f"{split}-{i:07d}" for i in chunk],
+                                  image_format)
                 storage.write_bytes(storage.join(out, name), body)
                 shards.append(ShardInfo(name=name, samples=len(chunk), sha256=hashlib.sha256(body).hexdigest()))
                 progress.update(len(chunk))

@@ -83,8 +83,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         plan = plan_epoch(manifest.shards("train"), world_size, config.batch_size, epoch, config.seed,
                           config.steps_per_epoch)
         health = DataHealth()
-        batches = rank_batches(config.shards, plan, rank, manifest.resolution, manifest.channels,
-                               config.shuffle_buffer, config.seed + 1_000_003 * epoch + rank, health, read_policy)
+        batches = rank_batches(config.shards, plan, rank, manifest.image_spec, config.shuffle_buffer,
+                               config.seed + 1_000_003 * epoch + rank, health, read_policy)
         loop_start = window_start = time.perf_counter()
         step_seconds = 0.0
         for images, _labels in batches:

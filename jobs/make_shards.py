@@ -24,14 +24,15 @@ def main(argv: list[str] | None = None) -> int:
                     else load_digits(config.resolution, config.channels))
             if data.unreadable:
                 print(f"make_shards: skipped {data.unreadable} unreadable image files in {config.from_folder}")
-            manifest = write_shards(data, config.out, config.samples_per_shard, config.holdout_fraction, config.seed)
+            manifest = write_shards(data, config.out, config.samples_per_shard, config.holdout_fraction, config.seed,
+                                    config.image_format)
     except (ConfigError, ManifestError, StorageError, FileNotFoundError, ValueError) as error:
         print(f"make_shards: {error}", file=sys.stderr)
         return 2
     counts = ", ".join(f"{split}: {len(shards)} shards / {manifest.sample_count(split)} images"
                        for split, shards in manifest.splits.items())
-    print(f"make_shards: wrote {config.out} ({counts}; {manifest.resolution}px x {manifest.channels}ch; "
-          f"dataset hash {manifest.dataset_hash})")
+    print(f"make_shards: wrote {config.out} ({counts}; {manifest.resolution}px x {manifest.channels}ch, "
+          f"{manifest.image_format}; dataset hash {manifest.dataset_hash})")
     return 0
 
 

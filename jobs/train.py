@@ -35,7 +35,7 @@ def check_against_shards(config: TrainConfig) -> dict[str, str]:
         facts["quality.classifier_test_accuracy"] = f"{reference.test_accuracy:.4f}"
     return {**facts, "data.dataset_hash": manifest.dataset_hash, "data.source": manifest.source,
             "data.train_samples": str(manifest.sample_count("train")), "data.channels": str(manifest.channels),
-            "data.steps_per_epoch": str(plan.steps)}
+            "data.image_format": manifest.image_format, "data.steps_per_epoch": str(plan.steps)}
 
 
 class RunFailed(RuntimeError):

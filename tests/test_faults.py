@@ -24,7 +24,8 @@ from gan.data import rank_samples
 from gan.manifest import Manifest, ShardInfo, read_manifest, write_manifest
 from gan.models import ModelShape
 from gan.shard_reader import DataError, DataHealth, ReadPolicy
-from gan.shard_writer import encode_png, split_indices
+from gan.image_codec import ImageSpec, encode_image
+from gan.shard_writer import split_indices
 from gan.sources import load_digits
 from gan.state import TrainState
 from tests.conftest import clean_env
@@ -33,6 +34,11 @@ from tests.job_runs import (complete_checkpoints, expected_steps, finish, start_
 
 UNEVEN_SIZES = [7, 260, 33, 150, 91, 400, 12, 300, 200, 164]  # 1,617 training digits in very unequal shards
 BAD_SHARD = 3  # holds one image of each bad kind below, among 145 good ones
+PNG_32x32x1 = ImageSpec(32, 1, "png")  # these shards are PNG: bad PNGs are the many ways an image can be broken
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    return encode_image(image, "png")
 
 
 def _bad_images() -> dict[str, bytes]:
@@ -89,7 +95,7 @@ def uneven_shards(tmp_path_factory) -> Path:
 def test_bad_images_inside_a_good_shard_are_counted_and_skipped(uneven_shards):
     shard = read_manifest(str(uneven_shards)).shards("train")[BAD_SHARD]
     health = DataHealth()
-    keys = [key for _, _, key in rank_samples(str(uneven_shards), (shard,), 32, 1, 10, 0, health)]
+    keys = [key for _, _, key in rank_samples(str(uneven_shards), (shard,), PNG_32x32x1, 10, 0, health)]
     assert len(keys) == 145 and not any(key.startswith("bad-") for key in keys)
     assert (health.skipped_samples, health.bad_shards) == (5, 0)
 
@@ -97,7 +103,8 @@ def test_bad_images_inside_a_good_shard_are_counted_and_skipped(uneven_shards):
 def test_bad_images_fail_a_strict_run_naming_the_sample(uneven_shards):
     shard = read_manifest(str(uneven_shards)).shards("train")[BAD_SHARD]
     with pytest.raises(DataError, match=r"bad sample: sample bad-corrupt of .*train-000003.tar"):
-        list(rank_samples(str(uneven_shards), (shard,), 32, 1, 10, 0, DataHealth(), ReadPolicy(strict=True)))
+        list(rank_samples(str(uneven_shards), (shard,), PNG_32x32x1, 10, 0, DataHealth(),
+                          ReadPolicy(strict=True)))
 
 
 # --- a worker killed mid-epoch; a crash while a checkpoint is written -----------------------------------------------

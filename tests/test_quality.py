@@ -76,7 +76,7 @@ def test_fid_falls_as_the_generator_trains(reference, digits_shards):
     measured = [evaluate_generator(state.generator, reference, 64, 500)["quality/fid_domain"]]
     for epoch in range(12):
         plan = plan_epoch(manifest.shards("train"), 1, 32, epoch, 0)
-        for images, _ in rank_batches(str(digits_shards), plan, 0, 32, 1, 500, epoch):
+        for images, _ in rank_batches(str(digits_shards), plan, 0, manifest.image_spec, 500, epoch):
             train_step(state, normalise(images))
         if epoch in (2, 11):
             measured.append(evaluate_generator(state.generator, reference, 64, 500)["quality/fid_domain"])

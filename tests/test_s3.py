@@ -50,7 +50,8 @@ def _cut_at_member_boundary(tar_bytes: bytes, keep_samples: int) -> bytes:
 def _read_all(prefix: str, policy: ReadPolicy = FAST_RETRY) -> tuple[list[str], DataHealth]:
     manifest = read_manifest(prefix)
     health = DataHealth()
-    keys = [key for _, _, key in rank_samples(prefix, tuple(manifest.shards("train")), 32, 1, 10, 0, health, policy)]
+    samples = rank_samples(prefix, tuple(manifest.shards("train")), manifest.image_spec, 10, 0, health, policy)
+    keys = [key for _, _, key in samples]
     return keys, health
 
 

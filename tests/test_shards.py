@@ -1,5 +1,7 @@
-"""Shard writer and reader on real digits: manifest round trip, rank split, epoch plan, image folder source."""
+"""Shard writer and reader on real digits: manifest round trip, rank split, epoch plan, image folder source,
+raw and PNG storage."""
 import hashlib
+import io
 import tarfile
 
 import numpy as np
@@ -9,9 +11,11 @@ from PIL import Image
 import torch
 
 from gan.data import normalise, plan_epoch, rank_batches, rank_samples
-from gan.manifest import ManifestError, ShardInfo, read_manifest
+from gan.image_codec import ImageSpec, encode_image
+from gan.manifest import Manifest, ManifestError, ShardInfo, read_manifest, write_manifest
+from gan.shard_reader import DataError, DataHealth, ReadPolicy
 from gan.shard_writer import write_shards
-from gan.sources import load_digits, load_folder
+from gan.sources import ImageSet, load_digits, load_folder
 
 
 def test_manifest_matches_the_shards_on_disk(digits_shards):
@@ -36,8 +40,8 @@ def test_digits_look_like_upsampled_digits():
 def test_two_ranks_read_every_training_sample_exactly_once(digits_shards):
     manifest = read_manifest(str(digits_shards))
     plan = plan_epoch(manifest.shards("train"), world_size=2, batch_size=64, epoch=3, seed=0)
-    keys_by_rank = [[key for _, _, key in rank_samples(str(digits_shards), plan.shards_by_rank[rank], 32, 1, 50,
-                                                        seed=rank)]
+    keys_by_rank = [[key for _, _, key in rank_samples(str(digits_shards), plan.shards_by_rank[rank],
+                                                        manifest.image_spec, 50, seed=rank)]
                     for rank in (0, 1)]
     assert not set(keys_by_rank[0]) & set(keys_by_rank[1])
     every_key = keys_by_rank[0] + keys_by_rank[1]
@@ -49,7 +53,8 @@ def test_every_rank_gets_the_same_number_of_full_batches_that_normalise_to_the_t
     plan = plan_epoch(manifest.shards("train"), world_size=2, batch_size=64, epoch=0, seed=0)
     counts = []
     for rank in (0, 1):
-        batches = list(rank_batches(str(digits_shards), plan, rank, 32, 1, shuffle_buffer=100, seed=rank))
+        batches = list(rank_batches(str(digits_shards), plan, rank, manifest.image_spec, shuffle_buffer=100,
+                                    seed=rank))
         counts.append(len(batches))
         images, labels = batches[0]
         assert images.dtype == torch.uint8 and images.shape == (64, 1, 32, 32) and labels.shape == (64,)
@@ -86,10 +91,68 @@ def test_image_folder_with_class_subfolders_becomes_rgb_shards(tmp_path):
     assert data.images.shape == (12, 32, 32, 3) and data.class_names == ["cats", "dogs"] and data.unreadable == 1
     manifest = write_shards(data, str(tmp_path / "out"), samples_per_shard=4, holdout_fraction=0.25, seed=0)
     assert manifest.channels == 3 and [len(manifest.shards(s)) for s in ("train", "holdout")] == [3, 1]
-    images = [image for image, _, _ in rank_samples(str(tmp_path / "out"), tuple(manifest.shards("train")), 32, 3, 1, 0)]
+    images = [image for image, _, _ in rank_samples(str(tmp_path / "out"), tuple(manifest.shards("train")),
+                                                     manifest.image_spec, 1, 0)]
     assert len(images) == 9 and images[0].shape == (3, 32, 32)
 
 
 def test_missing_manifest_says_how_to_make_one(tmp_path):
     with pytest.raises(ManifestError, match="jobs.make_shards --out"):
+        read_manifest(str(tmp_path))
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_raw_and_png_shards_give_back_the_written_pixels(tmp_path, channels):
+    # Random pixels, different in every channel: a transposed or mixed-up layout could not pass.
+    images = np.random.default_rng(channels).integers(0, 256, (40, 32, 32, channels), dtype=np.uint8)
+    data = ImageSet(images, np.arange(40) % 4, ["a", "b", "c", "d"], "random")
+    read_back = {}
+    for image_format in ("raw", "png"):
+        manifest = write_shards(data, str(tmp_path / image_format), samples_per_shard=16, holdout_fraction=0.0,
+                                seed=0, image_format=image_format)
+        assert read_manifest(str(tmp_path / image_format)).image_spec == ImageSpec(32, channels, image_format)
+        samples = rank_samples(str(tmp_path / image_format), tuple(manifest.shards("train")), manifest.image_spec, 1, 0)
+        read_back[image_format] = {key: (image, label) for image, label, key in samples}
+    assert read_back["raw"].keys() == read_back["png"].keys() and len(read_back["raw"]) == 40
+    for key, (image, label) in read_back["raw"].items():
+        index = int(key.split("-")[1])
+        assert image.shape == (channels, 32, 32) and label == index % 4
+        assert np.array_equal(image, images[index].transpose(2, 0, 1))
+        assert np.array_equal(image, read_back["png"][key][0])
+
+
+def _raw_shard_with_bad_samples(out) -> ShardInfo:
+    good = encode_image(np.full((32, 32, 1), 7, np.uint8), "raw")
+    members = [(f"good-{i}", "raw", good) for i in range(6)] + [
+        ("short", "raw", good[:-1]), ("rgb", "raw", encode_image(np.zeros((32, 32, 3), np.uint8), "raw")),
+        ("png-in-raw-set", "png", encode_image(np.zeros((32, 32, 1), np.uint8), "png"))]
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for key, suffix, body in members:
+            for name, payload in ((f"{key}.{suffix}", body), (f"{key}.cls", b"0")):
+                info = tarfile.TarInfo(name)
+                info.size = len(payload)
+                tar.addfile(info, io.BytesIO(payload))
+    (out / "train-000000.tar").write_bytes(buffer.getvalue())
+    shard = ShardInfo("train-000000.tar", len(members), hashlib.sha256(buffer.getvalue()).hexdigest())
+    write_manifest(str(out), Manifest(32, 1, ["0"], {"train": [shard]}, image_format="raw"))
+    return shard
+
+
+def test_raw_images_of_the_wrong_size_or_format_are_counted_and_skipped_or_named_under_strict(tmp_path, caplog):
+    shard = _raw_shard_with_bad_samples(tmp_path)
+    spec = read_manifest(str(tmp_path)).image_spec
+    health = DataHealth()
+    keys = [key for _, _, key in rank_samples(str(tmp_path), (shard,), spec, 1, 0, health)]
+    assert keys == [f"good-{i}" for i in range(6)] and health.skipped_samples == 3
+    assert "sample png-in-raw-set of" in caplog.text
+    assert "has no .raw member (has: png, cls), though shards.json says image_format raw" in caplog.text
+    with pytest.raises(DataError, match=r"sample short of .*: ValueError: raw image holds 1023 bytes, shards promise "
+                                        r"1x32x32 = 1024"):
+        list(rank_samples(str(tmp_path), (shard,), spec, 1, 0, DataHealth(), ReadPolicy(strict=True)))
+
+
+def test_a_manifest_with_an_unknown_image_format_says_to_rebuild(tmp_path):
+    write_manifest(str(tmp_path), Manifest(32, 1, ["0"], {"train": [ShardInfo("a.tar", 1, "")]}, image_format="jpeg"))
+    with pytest.raises(ManifestError, match="stores images as 'jpeg', this code reads raw, png; rebuild"):
         read_manifest(str(tmp_path))
