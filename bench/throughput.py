@@ -10,7 +10,8 @@
    at 32x32x1 for the scaling note;
 4. the data path alone: decoded samples/s in one process (what one worker's loader can give), local and S3,
    against what one training worker consumes;
-5. tracking overhead: ours with MLflow on vs --no-tracking.
+5. tracking overhead: ours with MLflow on vs --no-tracking (wall clock), and the CPU time the MLflow logger thread
+   used per epoch (`perf/tracking_cpu_share`), which this machine's wandering speed cannot blur.
 
     .venv/bin/python bench/throughput.py --quick      # < 5 minutes on 2 cores; last line is one JSON object
 """
@@ -63,15 +64,17 @@ def reference_img_per_s(resolution: int, channels: int, batch: int, steps: int, 
     return steps * batch / (time.perf_counter() - start)
 
 
-def ours_img_per_s(shards: str, work: Path, name: str, *flags: str) -> tuple[float, float]:
-    """(steady loop, whole epoch) img/s of the real job, averaged over its epochs after the first."""
+def ours_img_per_s(shards: str, work: Path, name: str, *flags: str) -> tuple[float, float, float]:
+    """(steady loop img/s, whole epoch img/s, tracking's CPU share of one core) of the real job, averaged over its
+    epochs after the first."""
     config = parse(TrainConfig, ["--shards", shards, "--storage-path", str(work / "ray"), "--run-name", name,
                                  "--tracking-uri", f"sqlite:///{work / 'mlruns.db'}", "--artifact-root",
                                  str(work / "mlartifacts"), "--experiment", "bench", "--quality-every", "0",
                                  "--epochs", "3", *flags]).resolved()
     frame = run(config, check_against_shards(config)).metrics_dataframe
     steady = frame.tail(max(1, len(frame) - 1))
-    return float(steady["perf/loop_img_per_s"].mean()), float(steady["perf/epoch_img_per_s"].mean())
+    return tuple(float(steady[f"perf/{name}"].mean())
+                 for name in ("loop_img_per_s", "epoch_img_per_s", "tracking_cpu_share"))
 
 
 def bracketed(runs: list[list[str]], shards: str, work: Path, key: str, resolution: int, channels: int,
@@ -82,11 +85,11 @@ def bracketed(runs: list[list[str]], shards: str, work: Path, key: str, resoluti
     references = [reference_img_per_s(resolution, channels, GLOBAL_BATCH, reference_steps, threads)]
     measured = []
     for i, flags in enumerate(runs):
-        steady, epoch = ours_img_per_s(shards, work, f"ours-{key}-{i}", *flags)
+        steady, epoch, tracking_cpu_share = ours_img_per_s(shards, work, f"ours-{key}-{i}", *flags)
         references.append(reference_img_per_s(resolution, channels, GLOBAL_BATCH, reference_steps, threads))
         around = (references[-2] + references[-1]) / 2
         measured.append({"steady": steady, "epoch": epoch, "steady_ratio": steady / around,
-                         "epoch_ratio": epoch / around})
+                         "epoch_ratio": epoch / around, "tracking_cpu_share": tracking_cpu_share})
     return references, measured
 
 
@@ -139,6 +142,9 @@ def main() -> None:
                 untracked_ratio = statistics.median(m["epoch_ratio"] for m in untracked)
                 result["ours_untracked_epoch_img_per_s_32x32x1"] = statistics.mean(m["epoch"] for m in untracked)
                 result["tracking_overhead"] = 1 - epoch_ratio / untracked_ratio  # below 0: run-to-run noise
+                # The logger thread's CPU over the epoch, as a share of the machine's cores: what it takes away.
+                result["tracking_cpu_share_of_machine"] = statistics.median(
+                    m["tracking_cpu_share"] for m in tracked) / threads
 
         other = 2 if args.workers == 1 else 1
         scaled = ours_img_per_s(digits32, work, f"ours-{other}-workers", *layout(other)) if not args.quick else None
@@ -175,7 +181,8 @@ def main() -> None:
         print(f"{other} worker(s) at 32x32x1: steady {scaled[0]:.1f}, epoch {scaled[1]:.1f} img/s")
     print(f"tracking off {result['ours_untracked_epoch_img_per_s_32x32x1']:.1f} img/s, on "
           f"{result['ours_epoch_img_per_s_32x32x1']:.1f} img/s (whole epochs): overhead "
-          f"{result['tracking_overhead']:.1%}")
+          f"{result['tracking_overhead']:.1%}; the MLflow logger thread's CPU time: "
+          f"{result['tracking_cpu_share_of_machine']:.2%} of the machine")
     print(f"loader (1 process): local {local:.0f}, S3 {s3:.0f} samples/s; one worker consumes "
           f"{consumed_per_worker:.0f} img/s -> {result['data_path_over_consumption']:.1f}x")
     out = Path(__file__).with_name("results")

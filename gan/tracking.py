@@ -119,6 +119,7 @@ class RunLogger:
         self.active = bool(active and run_id)
         self.failed_calls = 0
         self.dropped_calls = 0
+        self.cpu_seconds = 0.0  # CPU time the logger thread spent making calls: what tracking costs the machine
         if self.active:
             self._client = MlflowClient(tracking_uri)
             self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
@@ -137,11 +138,13 @@ class RunLogger:
     def _deliver(self) -> None:
         while (item := self._queue.get()) is not None:
             what, call = item
+            started = time.thread_time()
             try:
                 call()
             except Exception as error:  # noqa: BLE001 - any tracking failure must not end training
                 self.failed_calls += 1
                 log.warning("MLflow %s failed (%d failed calls so far): %s", what, self.failed_calls, error)
+            self.cpu_seconds += time.thread_time() - started
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         lost = self.failed_calls + self.dropped_calls

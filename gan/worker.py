@@ -76,6 +76,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     latest: dict[str, float] = {}
     images_per_step = config.batch_size * world_size
     cycle_start = time.perf_counter()  # an epoch's time includes the previous epoch's grid, checkpoint and report
+    cycle_tracking_cpu = tracker.cpu_seconds
     if rank == 0 and checkpoint is None:
         tracker.log_image(sample_grid(unwrap(state.generator), state.fixed_noise), "samples", step=0)
 
@@ -100,11 +101,14 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         now = time.perf_counter()
         loop_seconds, seconds = now - loop_start, now - cycle_start
         cycle_start = now  # from here: this epoch's quality, grid, checkpoint and report count to the next epoch
+        tracking_cpu, cycle_tracking_cpu = tracker.cpu_seconds - cycle_tracking_cpu, tracker.cpu_seconds
         # The share of the epoch spent in train_step (DDP all-reduce included): the rest is data, logging, snapshots.
         epoch_metrics = {"epoch": state.epoch, "perf/epoch_seconds": seconds, "perf/step_fraction": step_seconds / seconds,
                          "perf/epoch_img_per_s": plan.steps * images_per_step / seconds,
                          # The steady rate: the epoch's steps with their data loading and logging, no snapshot.
                          "perf/loop_img_per_s": plan.steps * images_per_step / loop_seconds,
+                         # Tracking's cost in CPU time, which a wall-clock A/B on a shared machine cannot resolve.
+                         "perf/tracking_cpu_share": tracking_cpu / seconds,
                          "data/unused_samples": plan.unused_samples, **sum_across_ranks(health.as_metrics())}
         tracker.log_metrics(epoch_metrics, state.step)
         if reference is not None and (state.epoch % config.quality_every == 0 or state.epoch in (1, config.epochs)):

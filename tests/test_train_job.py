@@ -56,6 +56,10 @@ def test_two_worker_run_is_tracked_in_mlflow(trained):
     assert run.info.status == "FINISHED"
     assert EXPECTED_METRICS <= set(run.data.metrics)
     assert run.data.params["lr"] == "0.0002" and run.data.params["num_workers"] == "2"
+    assert run.data.params["data.image_format"] == "raw"  # make_shards' default
+    # The logger thread made calls in both epochs (a grid, metric batches) and cannot have used more than a core.
+    shares = [m.value for m in client.get_metric_history(run.info.run_id, "perf/tracking_cpu_share")]
+    assert len(shares) == 2 and all(0 < share < 1 for share in shares), shares
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss/G")] == [2, 3, 4, 6]  # every 2 steps and at each epoch end
     images = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
     assert sum(".png" in path for path in images) == 3  # before training, after epoch 1 and 2
