@@ -45,14 +45,9 @@ def plan_epoch(shards: list[ShardInfo], world_size: int, batch_size: int, epoch:
     if len(shards) < world_size:
         raise ManifestError(f"{len(shards)} training shards cannot feed {world_size} workers (each needs at least one): "
                             f"rebuild the shards with a smaller --samples-per-shard or lower --num-workers")
-    order = np.random.default_rng([seed, epoch]).permutation(len(shards))
-    order = sorted(order, key=lambda i: -shards[i].samples)  # stable: equal sizes keep the epoch's shuffle
-    assigned: list[list[ShardInfo]] = [[] for _ in range(world_size)]
-    loads = [0] * world_size
-    for index in order:
-        rank = loads.index(min(loads))
-        assigned[rank].append(shards[index])
-        loads[rank] += shards[index].samples
+    assigned = deal_shards([shards[i] for i in np.random.default_rng([seed, epoch]).permutation(len(shards))],
+                           world_size)
+    loads = [sum(shard.samples for shard in part) for part in assigned]
     steps = min(loads) // batch_size
     if steps == 0:
         raise ManifestError(f"a worker gets only {min(loads)} samples per epoch, fewer than --batch-size {batch_size}: "
@@ -60,6 +55,18 @@ def plan_epoch(shards: list[ShardInfo], world_size: int, batch_size: int, epoch:
     if max_steps:
         steps = min(steps, max_steps)
     return EpochPlan(tuple(tuple(a) for a in assigned), steps, batch_size)
+
+
+def deal_shards(shards: list[ShardInfo], parts: int) -> list[list[ShardInfo]]:
+    """Largest shard first, each to the part holding the fewest samples so far: parts balanced by sample count.
+    The sort is stable, so equal sizes keep the order given (an epoch's shuffle)."""
+    dealt: list[list[ShardInfo]] = [[] for _ in range(parts)]
+    loads = [0] * parts
+    for shard in sorted(shards, key=lambda shard: -shard.samples):
+        part = loads.index(min(loads))
+        dealt[part].append(shard)
+        loads[part] += shard.samples
+    return dealt
 
 
 def normalise(images: torch.Tensor) -> torch.Tensor:
@@ -109,28 +116,33 @@ def rank_samples(root: str, shards: tuple[ShardInfo, ...], spec: ImageSpec, shuf
     )
 
 
-def rank_batches(root: str, plan: EpochPlan, rank: int, spec: ImageSpec, shuffle_buffer: int, seed: int,
-                 health: DataHealth | None = None,
-                 policy: ReadPolicy = ReadPolicy()) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Exactly plan.steps batches of (uint8 images (B, C, H, W), labels) for this rank.
-
-    Normally one pass over the rank's shards; when bad shards or samples leave it short, its good shards are read
-    again until the steps are filled, and a pass that yields no batch at all ends it with the reasons (a rank that
-    simply stopped would hang the other ranks at DDP's next all-reduce)."""
-    health = health if health is not None else DataHealth()
-    produced = 0
+def cycling_batches(root: str, shards: tuple[ShardInfo, ...], spec: ImageSpec, batch_size: int,
+                    shuffle_buffer: int, seed: int, health: DataHealth, policy: ReadPolicy,
+                    reader: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Full batches of (uint8 images (B, C, H, W), labels) from pass after pass over these shards, each pass
+    reshuffled, until the caller stops; a pass that yields no batch at all ends it with the reasons (`reader`, e.g.
+    "rank 1", says whose)."""
     for pass_number in itertools.count():
-        samples = rank_samples(root, plan.shards_by_rank[rank], spec, shuffle_buffer,
-                               seed + pass_number, health, policy)
+        samples = rank_samples(root, shards, spec, shuffle_buffer, seed + pass_number, health, policy)
         batches = samples.compose(wds.map(lambda s: (s[0], s[1])),
-                                  wds.batched(plan.batch_size, collation_fn=_collate, partial=False))
-        before = produced
+                                  wds.batched(batch_size, collation_fn=_collate, partial=False))
+        produced = 0
         for batch in batches:
             yield batch
             produced += 1
-            if produced == plan.steps:
-                return
-        if produced == before:
+        if produced == 0:
             reasons = "; ".join(health.problems[-3:]) or "the shards hold fewer samples than one batch"
-            raise DataError(f"no full batch from {len(plan.shards_by_rank[rank])} shards under {root} for rank {rank}: "
-                            f"{reasons}")
+            raise DataError(f"no full batch from {len(shards)} shards under {root} for {reader}: {reasons}")
+
+
+def rank_batches(root: str, plan: EpochPlan, rank: int, spec: ImageSpec, shuffle_buffer: int, seed: int,
+                 health: DataHealth | None = None,
+                 policy: ReadPolicy = ReadPolicy()) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Exactly plan.steps batches for this rank, read and decoded in this process.
+
+    Normally one pass over the rank's shards; when bad shards or samples leave it short, its good shards are read
+    again until the steps are filled (a rank that simply stopped would hang the other ranks at DDP's next
+    all-reduce)."""
+    health = health if health is not None else DataHealth()
+    yield from itertools.islice(cycling_batches(root, plan.shards_by_rank[rank], spec, plan.batch_size,
+                                                shuffle_buffer, seed, health, policy, f"rank {rank}"), plan.steps)

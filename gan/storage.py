@@ -64,6 +64,11 @@ def _s3_client():
     return boto3.session.Session().client("s3", endpoint_url=endpoint_url() or None, config=config)
 
 
+# A forked child (a DataLoader worker) must not share its parent's client: urllib3's pooled sockets would be read
+# by two processes at once.
+os.register_at_fork(after_in_child=_s3_client.cache_clear)
+
+
 def s3_client():
     """The process's one S3 client (boto3 clients are thread-safe; sessions are not, hence one of each)."""
     return _s3_client()

@@ -24,6 +24,7 @@ from gan.classifier import load_reference, reference_location
 from gan.config import TrainConfig, from_dict, to_dict
 from gan.data import normalise, plan_epoch, rank_batches
 from gan.images import sample_grid
+from gan.loader_processes import process_batches
 from gan.manifest import read_manifest
 from gan.models import ModelShape
 from gan.quality import evaluate_generator
@@ -84,8 +85,14 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         plan = plan_epoch(manifest.shards("train"), world_size, config.batch_size, epoch, config.seed,
                           config.steps_per_epoch)
         health = DataHealth()
-        batches = rank_batches(config.shards, plan, rank, manifest.image_spec, config.shuffle_buffer,
-                               config.seed + 1_000_003 * epoch + rank, health, read_policy)
+        batch_seed = config.seed + 1_000_003 * epoch + rank
+        if config.loader_processes:
+            batches = process_batches(config.shards, plan, rank, manifest.image_spec, config.shuffle_buffer,
+                                      batch_seed, health, read_policy, config.loader_processes,
+                                      pin_memory=device.type == "cuda")
+        else:
+            batches = rank_batches(config.shards, plan, rank, manifest.image_spec, config.shuffle_buffer, batch_seed,
+                                   health, read_policy)
         loop_start = window_start = time.perf_counter()
         step_seconds = 0.0
         for images, _labels in batches:
