@@ -136,12 +136,19 @@ def main() -> None:
                            f"ours_img_per_s_{key}": ours[0], f"ours_epoch_img_per_s_{key}": ours[1],
                            f"ratio_{key}": steady_ratio, f"epoch_ratio_{key}": epoch_ratio,
                            f"ratios_{key}": [round(m["steady_ratio"], 3) for m in tracked],
+                           f"runs_{key}": [{"tracking": kind == "T", **{k: round(v, 4) for k, v in m.items()}}
+                                           for m, kind in zip(measured, kinds)],
                            f"reference_runs_{key}": [round(value, 1) for value in references]})
             untracked = [m for m, kind in zip(measured, kinds) if kind == "U"]
             if untracked:  # on whole epochs, which include the sample grid that tracking encodes and uploads
                 untracked_ratio = statistics.median(m["epoch_ratio"] for m in untracked)
                 result["ours_untracked_epoch_img_per_s_32x32x1"] = statistics.mean(m["epoch"] for m in untracked)
                 result["tracking_overhead"] = 1 - epoch_ratio / untracked_ratio  # below 0: run-to-run noise
+                # How far run-to-run noise alone moves that difference (one standard error): on this machine a
+                # single run's ratio wanders by ~5%, so a few runs cannot resolve a 2% effect.
+                spread = [statistics.stdev(m["epoch_ratio"] for m in runs) ** 2 / len(runs)
+                          for runs in (tracked, untracked) if len(runs) > 1]
+                result["tracking_overhead_noise"] = (sum(spread) ** 0.5 / untracked_ratio) if spread else None
                 # The logger thread's CPU over the epoch, as a share of the machine's cores: what it takes away.
                 result["tracking_cpu_share_of_machine"] = statistics.median(
                     m["tracking_cpu_share"] for m in tracked) / threads
@@ -181,7 +188,8 @@ def main() -> None:
         print(f"{other} worker(s) at 32x32x1: steady {scaled[0]:.1f}, epoch {scaled[1]:.1f} img/s")
     print(f"tracking off {result['ours_untracked_epoch_img_per_s_32x32x1']:.1f} img/s, on "
           f"{result['ours_epoch_img_per_s_32x32x1']:.1f} img/s (whole epochs): overhead "
-          f"{result['tracking_overhead']:.1%}; the MLflow logger thread's CPU time: "
+          f"{result['tracking_overhead']:.1%} (run-to-run noise: +-{result['tracking_overhead_noise'] or 0:.1%}); "
+          f"the MLflow logger thread's CPU time: "
           f"{result['tracking_cpu_share_of_machine']:.2%} of the machine")
     print(f"loader (1 process): local {local:.0f}, S3 {s3:.0f} samples/s; one worker consumes "
           f"{consumed_per_worker:.0f} img/s -> {result['data_path_over_consumption']:.1f}x")
