@@ -4,14 +4,12 @@ server that go away, bad images inside good shards, bad settings, a diverging ru
 Each slow test runs the real training job (`python -m jobs.train`) in a subprocess, which starts its own local Ray.
 """
 import hashlib
-import io
 import json
 import os
 import pickle
 import signal
 import subprocess
 import sys
-import tarfile
 import time
 from pathlib import Path
 
@@ -21,14 +19,14 @@ import pytest
 
 from gan.checkpoint import META_FILE, STATE_FILE, load_checkpoint
 from gan.data import rank_samples
+from gan.image_codec import ImageSpec, encode_image
 from gan.manifest import Manifest, ShardInfo, read_manifest, write_manifest
 from gan.models import ModelShape
 from gan.shard_reader import DataError, DataHealth, ReadPolicy
-from gan.image_codec import ImageSpec, encode_image
 from gan.shard_writer import split_indices
 from gan.sources import load_digits
 from gan.state import TrainState
-from tests.conftest import clean_env
+from tests.conftest import clean_env, tar_shard
 from tests.job_runs import (complete_checkpoints, expected_steps, finish, start_training, steps_of, the_run,
                              train_command, wait_for_checkpoint)
 
@@ -48,17 +46,6 @@ def _bad_images() -> dict[str, bytes]:
             "wrong-channels": encode_png(np.zeros((32, 32, 3), np.uint8))}
 
 
-def _tar(members: list[tuple[str, bytes, int]]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for key, png, label in members:
-            for suffix, body in (("png", png), ("cls", str(label).encode())):
-                info = tarfile.TarInfo(f"{key}.{suffix}")
-                info.size = len(body)
-                tar.addfile(info, io.BytesIO(body))
-    return buffer.getvalue()
-
-
 def write_uneven_shards_with_bad_images(out: Path) -> Manifest:
     """The digits in shards of very unequal sizes; shard BAD_SHARD carries five undecodable or misfit images."""
     data = load_digits(32, 1)
@@ -75,7 +62,7 @@ def write_uneven_shards_with_bad_images(out: Path) -> Manifest:
             members = [(f"{split}-{i:07d}", encode_png(data.images[i]), int(data.labels[i])) for i in chunk]
             if split == "train" and number == BAD_SHARD:
                 members[:5] = [(f"bad-{kind}", png, 0) for kind, png in _bad_images().items()]
-            body = _tar(members)
+            body = tar_shard([(key, "png", png, label) for key, png, label in members])
             name = f"{split}-{number:06d}.tar"
             (out / name).write_bytes(body)
             manifest.splits[split].append(ShardInfo(name, len(members), hashlib.sha256(body).hexdigest()))

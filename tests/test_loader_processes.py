@@ -9,7 +9,6 @@ from gan.manifest import read_manifest
 from gan.shard_reader import DataError, DataHealth, ReadPolicy
 from gan.shard_writer import write_shards
 from gan.sources import ImageSet
-from tests.test_shards import _raw_shard_with_bad_samples
 
 
 @pytest.fixture(scope="module")
@@ -45,23 +44,23 @@ def test_loader_processes_give_the_planned_steps_of_distinct_samples_from_the_ra
     assert health.delivered >= 500 and health.skipped_samples == 0
 
 
-def test_bad_samples_read_in_loader_processes_are_counted_in_the_rank_s_health(tmp_path):
-    shard = _raw_shard_with_bad_samples(tmp_path)  # six good samples, then three bad ones
-    manifest = read_manifest(str(tmp_path))
+def test_bad_samples_read_in_loader_processes_are_counted_in_the_rank_s_health(raw_shard_with_bad_samples):
+    root, shard = raw_shard_with_bad_samples  # six good samples, then three bad ones
+    manifest = read_manifest(str(root))
     plan = plan_epoch([shard], world_size=1, batch_size=2, epoch=0, seed=0)
     health = DataHealth()
-    batches = list(process_batches(str(tmp_path), plan, 0, manifest.image_spec, 1, 0, health, ReadPolicy(),
+    batches = list(process_batches(str(root), plan, 0, manifest.image_spec, 1, 0, health, ReadPolicy(),
                                    processes=2))
     # Three batches from the first pass; the fourth comes from the second, after the three bad samples were skipped.
     assert len(batches) == plan.steps == 4 and health.skipped_samples == 3
 
 
-def test_a_strict_run_fails_with_the_loader_process_s_error_naming_the_sample(tmp_path):
-    shard = _raw_shard_with_bad_samples(tmp_path)
-    manifest = read_manifest(str(tmp_path))
+def test_a_strict_run_fails_with_the_loader_process_s_error_naming_the_sample(raw_shard_with_bad_samples):
+    root, shard = raw_shard_with_bad_samples
+    manifest = read_manifest(str(root))
     plan = plan_epoch([shard], world_size=1, batch_size=2, epoch=0, seed=0)
     with pytest.raises(DataError, match=r"sample short of .*raw image holds 1023 bytes"):
-        list(process_batches(str(tmp_path), plan, 0, manifest.image_spec, 1, 0, DataHealth(),
+        list(process_batches(str(root), plan, 0, manifest.image_spec, 1, 0, DataHealth(),
                              ReadPolicy(strict=True), processes=1))
 
 

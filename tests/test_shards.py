@@ -1,7 +1,6 @@
 """Shard writer and reader on real digits: manifest round trip, rank split, epoch plan, image folder source,
 raw and PNG storage."""
 import hashlib
-import io
 import tarfile
 
 import numpy as np
@@ -11,7 +10,7 @@ from PIL import Image
 import torch
 
 from gan.data import normalise, plan_epoch, rank_batches, rank_samples
-from gan.image_codec import ImageSpec, encode_image
+from gan.image_codec import ImageSpec
 from gan.manifest import Manifest, ManifestError, ShardInfo, read_manifest, write_manifest
 from gan.shard_reader import DataError, DataHealth, ReadPolicy
 from gan.shard_writer import write_shards
@@ -121,35 +120,18 @@ def test_raw_and_png_shards_give_back_the_written_pixels(tmp_path, channels):
         assert np.array_equal(image, read_back["png"][key][0])
 
 
-def _raw_shard_with_bad_samples(out) -> ShardInfo:
-    good = encode_image(np.full((32, 32, 1), 7, np.uint8), "raw")
-    members = [(f"good-{i}", "raw", good) for i in range(6)] + [
-        ("short", "raw", good[:-1]), ("rgb", "raw", encode_image(np.zeros((32, 32, 3), np.uint8), "raw")),
-        ("png-in-raw-set", "png", encode_image(np.zeros((32, 32, 1), np.uint8), "png"))]
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for key, suffix, body in members:
-            for name, payload in ((f"{key}.{suffix}", body), (f"{key}.cls", b"0")):
-                info = tarfile.TarInfo(name)
-                info.size = len(payload)
-                tar.addfile(info, io.BytesIO(payload))
-    (out / "train-000000.tar").write_bytes(buffer.getvalue())
-    shard = ShardInfo("train-000000.tar", len(members), hashlib.sha256(buffer.getvalue()).hexdigest())
-    write_manifest(str(out), Manifest(32, 1, ["0"], {"train": [shard]}, image_format="raw"))
-    return shard
-
-
-def test_raw_images_of_the_wrong_size_or_format_are_counted_and_skipped_or_named_under_strict(tmp_path, caplog):
-    shard = _raw_shard_with_bad_samples(tmp_path)
-    spec = read_manifest(str(tmp_path)).image_spec
+def test_raw_images_of_the_wrong_size_or_format_are_counted_and_skipped_or_named_under_strict(
+        raw_shard_with_bad_samples, caplog):
+    root, shard = raw_shard_with_bad_samples
+    spec = read_manifest(str(root)).image_spec
     health = DataHealth()
-    keys = [key for _, _, key in rank_samples(str(tmp_path), (shard,), spec, 1, 0, health)]
+    keys = [key for _, _, key in rank_samples(str(root), (shard,), spec, 1, 0, health)]
     assert keys == [f"good-{i}" for i in range(6)] and health.skipped_samples == 3
     assert "sample png-in-raw-set of" in caplog.text
     assert "has no .raw member (has: png, cls), though shards.json says image_format raw" in caplog.text
     with pytest.raises(DataError, match=r"sample short of .*: ValueError: raw image holds 1023 bytes, shards promise "
                                         r"1x32x32 = 1024"):
-        list(rank_samples(str(tmp_path), (shard,), spec, 1, 0, DataHealth(), ReadPolicy(strict=True)))
+        list(rank_samples(str(root), (shard,), spec, 1, 0, DataHealth(), ReadPolicy(strict=True)))
 
 
 def test_a_manifest_with_an_unknown_image_format_says_to_rebuild(tmp_path):
