@@ -210,7 +210,8 @@ def start_ray_head(temp_dir: str | Path, num_cpus: int = 2, timeout: float = 120
     command = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", f"--num-cpus={num_cpus}",
                "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", "--include-dashboard=true",
                f"--temp-dir={temp_dir}", "--disable-usage-stats", f"--min-worker-port={worker_port}",
-               f"--max-worker-port={worker_port + _RAY_WORKER_PORTS - 1}", *[f"--{flag}={port}" for flag, port in ports.items()]]
+               f"--max-worker-port={worker_port + _RAY_WORKER_PORTS - 1}",
+               *[f"--{flag}={port}" for flag, port in ports.items()]]
     # Token authentication on, with a token of this cluster's own: clients need RAY_AUTH_MODE + the token path.
     token_path = temp_dir / "auth_token"
     token_path.write_text(secrets.token_hex(32))

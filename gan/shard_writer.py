@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
+from typing import Iterable
 
 import numpy as np
 from tqdm import tqdm
@@ -17,14 +18,15 @@ from gan.manifest import Manifest, ManifestError, ShardInfo, read_manifest, writ
 from gan.sources import ImageSet
 
 
-def _tar_bytes(images: np.ndarray, labels: np.ndarray, keys: list[str], image_format: str) -> bytes:
-    """A WebDataset shard. Plain USTAR headers, because the PAX headers tarfile writes by default double the
-    header parsing the reader pays for every sample."""
+def tar_bytes(samples: Iterable[tuple[str, str, bytes, int]]) -> bytes:
+    """A WebDataset shard from (key, image suffix, image bytes, label) per sample: members {key}.{suffix} and
+    {key}.cls. Plain USTAR headers, because the PAX headers tarfile writes by default double the header parsing the
+    reader pays for every sample."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for image, label, key in zip(images, labels, keys):
-            for suffix, body in ((image_format, encode_image(image, image_format)), ("cls", str(int(label)).encode())):
-                member = tarfile.TarInfo(f"{key}.{suffix}")
+        for key, suffix, image, label in samples:
+            for name, body in ((f"{key}.{suffix}", image), (f"{key}.cls", str(int(label)).encode())):
+                member = tarfile.TarInfo(name)
                 member.size, member.mode = len(body), 0o444
                 tar.addfile(member, io.BytesIO(body))
     return buffer.getvalue()
@@ -49,8 +51,8 @@ def write_shards(data: ImageSet, out: str, samples_per_shard: int, holdout_fract
             for number, start in enumerate(range(0, len(indices), samples_per_shard)):
                 chunk = indices[start:start + samples_per_shard]
                 name = f"{split}-{number:06d}.tar"
-                body = _tar_bytes(data.images[chunk], data.labels[chunk], [f"{split}-{i:07d}" for i in chunk],
-                                  image_format)
+                body = tar_bytes((f"{split}-{i:07d}", image_format, encode_image(data.images[i], image_format),
+                                  data.labels[i]) for i in chunk)
                 storage.write_bytes(storage.join(out, name), body)
                 shards.append(ShardInfo(name=name, samples=len(chunk), sha256=hashlib.sha256(body).hexdigest()))
                 progress.update(len(chunk))

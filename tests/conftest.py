@@ -3,11 +3,9 @@ local Ray for the session."""
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +13,7 @@ import pytest
 
 from gan.image_codec import encode_image
 from gan.manifest import Manifest, ShardInfo, write_manifest
-from gan.shard_writer import write_shards
+from gan.shard_writer import tar_bytes, write_shards
 from gan.sources import load_digits
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,19 +24,6 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_", "RAY_ADDRESS"))}
 
 
-def tar_shard(samples: list[tuple[str, str, bytes, int]]) -> bytes:
-    """A hand-made WebDataset shard: per (key, image suffix, image bytes, label), members {key}.{suffix} and
-    {key}.cls, in USTAR format as gan/shard_writer.py writes them."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for key, suffix, image, label in samples:
-            for name, body in ((f"{key}.{suffix}", image), (f"{key}.cls", str(label).encode())):
-                info = tarfile.TarInfo(name)
-                info.size = len(body)
-                tar.addfile(info, io.BytesIO(body))
-    return buffer.getvalue()
-
-
 @pytest.fixture
 def raw_shard_with_bad_samples(tmp_path) -> tuple[Path, ShardInfo]:
     """A one-shard raw 32x32x1 set: six good samples, then one a byte short, one with three channels and one stored
@@ -47,7 +32,7 @@ def raw_shard_with_bad_samples(tmp_path) -> tuple[Path, ShardInfo]:
     samples = [(f"good-{i}", "raw", good, 0) for i in range(6)] + [
         ("short", "raw", good[:-1], 0), ("rgb", "raw", encode_image(np.zeros((32, 32, 3), np.uint8), "raw"), 0),
         ("png-in-raw-set", "png", encode_image(np.zeros((32, 32, 1), np.uint8), "png"), 0)]
-    body = tar_shard(samples)
+    body = tar_bytes(samples)
     (tmp_path / "train-000000.tar").write_bytes(body)
     shard = ShardInfo("train-000000.tar", len(samples), hashlib.sha256(body).hexdigest())
     write_manifest(str(tmp_path), Manifest(32, 1, ["0"], {"train": [shard]}, image_format="raw"))

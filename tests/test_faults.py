@@ -23,10 +23,10 @@ from gan.image_codec import ImageSpec, encode_image
 from gan.manifest import Manifest, ShardInfo, read_manifest, write_manifest
 from gan.models import ModelShape
 from gan.shard_reader import DataError, DataHealth, ReadPolicy
-from gan.shard_writer import split_indices
+from gan.shard_writer import split_indices, tar_bytes
 from gan.sources import load_digits
 from gan.state import TrainState
-from tests.conftest import clean_env, tar_shard
+from tests.conftest import clean_env
 from tests.job_runs import (complete_checkpoints, expected_steps, finish, start_training, steps_of, the_run,
                              train_command, wait_for_checkpoint)
 
@@ -62,7 +62,7 @@ def write_uneven_shards_with_bad_images(out: Path) -> Manifest:
             members = [(f"{split}-{i:07d}", encode_png(data.images[i]), int(data.labels[i])) for i in chunk]
             if split == "train" and number == BAD_SHARD:
                 members[:5] = [(f"bad-{kind}", png, 0) for kind, png in _bad_images().items()]
-            body = tar_shard([(key, "png", png, label) for key, png, label in members])
+            body = tar_bytes((key, "png", png, label) for key, png, label in members)
             name = f"{split}-{number:06d}.tar"
             (out / name).write_bytes(body)
             manifest.splits[split].append(ShardInfo(name, len(members), hashlib.sha256(body).hexdigest()))
