@@ -13,6 +13,7 @@ from gan.state import TrainState, unwrap
 
 STATE_FILE = "train_state.pt"
 GENERATOR_FILE = "generator.pt"
+FINAL_MODEL_DIR, BEST_MODEL_DIR = "model", "best"  # MLflow artifact folders: the last epoch's and the best one's G
 META_FILE = "meta.json"
 
 
@@ -46,3 +47,14 @@ def save_generator(state: TrainState, path: str | Path, model_shape: dict[str, A
     path = Path(path)
     _save_torch({"model_shape": model_shape, "state_dict": unwrap(state.generator).state_dict()}, path)
     return path
+
+
+def load_generator(path: str | Path) -> torch.nn.Module:
+    """A generator saved by `save_generator` (e.g. an MLflow run's best/generator.pt), ready to sample from:
+    `load_generator(p)(torch.randn(16, latent_dim))` gives 16 images in [-1, 1]."""
+    from gan.models import Generator, ModelShape
+
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    generator = Generator(ModelShape(**saved["model_shape"]))
+    generator.load_state_dict(saved["state_dict"])
+    return generator.eval()

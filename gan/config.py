@@ -157,14 +157,49 @@ class SweepConfig(TrainConfig):
     reduction_factor: int = option(2, "ASHA keeps the best 1/reduction_factor of trials at each rung.", min=2)
     perturbation_interval: int = option(2, "PBT: epochs between exploit/explore decisions; each interval is one "
                                            "Ray Train run.", min=1)
+    search: str = option("", "Other training fields to search, as space-separated FIELD=V1,V2 pairs, e.g. "
+                             "'beta1=0.5,0.8 batch_size=32,64': one value per trial (grid axes with --lr-grid).")
     resume: bool = option(False, "Continue the sweep --run-name from its storage path (Tuner.restore).")
 
+    # Training fields --search refuses, and why: the flags above search them, or every trial must share them for
+    # the comparison (and the sweep's bookkeeping) to hold.
+    UNSEARCHABLE: ClassVar[dict[str, str]] = {
+        **dict.fromkeys(("lr", "lr_d", "latent_dim"), "search it with --lr-min/--lr-max or --lr-grid, --lr-d-ratios "
+                                                      "and --latent-dims"),
+        "epochs": "every trial runs the same --epochs, which ASHA and PBT schedule by",
+        **dict.fromkeys(("quality_every", "quality_samples"), "trials are ranked on quality/fid_domain, measured "
+                                                               "the same way for all"),
+        **dict.fromkeys(("shards", "resolution", "s3_endpoint_url", "tracking", "tracking_uri", "artifact_root",
+                         "experiment", "run_name", "storage_path", "max_failures"),
+                        "it is the sweep's own setting, shared by every trial"),
+    }
+
     def search_lists(self) -> dict[str, list]:
-        """The comma-separated search lists as numbers, by trial parameter (lr is [] without --lr-grid); a value
-        that is not a number raises ValueError."""
+        """Every searched trial parameter with its values: the comma-separated lists as numbers (lr is [] without
+        --lr-grid; a value that is not a number raises ValueError), then the --search fields."""
         return {"lr": [float(v) for v in self.lr_grid.split(",")] if self.lr_grid else [],
                 "latent_dim": [int(v) for v in self.latent_dims.split(",")],
-                "lr_d_ratio": [float(v) for v in self.lr_d_ratios.split(",")]}
+                "lr_d_ratio": [float(v) for v in self.lr_d_ratios.split(",")], **self.searched_fields()}
+
+    def searched_fields(self) -> dict[str, list]:
+        """--search as {field: values}, each value typed and range-checked as its own flag would be."""
+        fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+        searched: dict[str, list] = {}
+        for pair in self.search.split():
+            name, _, values = pair.partition("=")
+            name = name.removeprefix("--").replace("-", "_")
+            if not values:
+                raise ConfigError(f"--search {pair!r}: write FIELD=V1,V2 pairs, e.g. --search 'beta1=0.5,0.8'")
+            if name in self.UNSEARCHABLE or name in searched:
+                raise ConfigError(f"--search {name}: "
+                                  + (self.UNSEARCHABLE[name] if name in self.UNSEARCHABLE else "given twice"))
+            if name not in fields:
+                allowed = ", ".join(sorted(set(fields) - set(self.UNSEARCHABLE)))
+                raise ConfigError(f"--search {name}: no such training field; searchable: {allowed}")
+            searched[name] = [_coerce(TrainConfig, fields[name], value, "--search") for value in values.split(",")]
+            for value in searched[name]:
+                validate(dataclasses.replace(TrainConfig(), **{name: value}))
+        return searched
 
 
 def _timestamp() -> str:

@@ -1,11 +1,11 @@
 """Hyper-parameter sweeps: Ray Tune over a driver function that builds one TorchTrainer per trial (the pattern Ray
 documents for Train V2; `Tuner(trainer)` is gone), one nested MLflow run per trial under one parent run.
 
-The search space is learning rate x latent size x D/G learning-rate ratio (TTUR): random (log-uniform lr, choices)
-by default, a full grid with --lr-grid. ASHA stops trials whose `quality/fid_domain` lags at each rung; trials
-report through Train's TuneReportCallback, once per epoch. PBT needs what that callback cannot give (Train V2 passes
-Tune a checkpoint *path*, PBT clones Tune checkpoints), so under PBT a trial trains in generations: one Train run
-per perturbation interval, each reported to Tune with its checkpoint.
+The search space is learning rate x latent size x D/G learning-rate ratio (TTUR) x any other training field named
+in --search: random (log-uniform lr, choices) by default, a full grid with --lr-grid. ASHA stops trials whose
+`quality/fid_domain` lags at each rung; trials report through Train's TuneReportCallback, once per epoch. PBT needs
+what that callback cannot give (Train V2 passes Tune a checkpoint *path*, PBT clones Tune checkpoints), so under PBT
+a trial trains in generations: one Train run per perturbation interval, each reported to Tune with its checkpoint.
 """
 from __future__ import annotations
 
@@ -30,8 +30,20 @@ from gan.worker import build_trainer
 METRIC, MODE = "quality/fid_domain", "min"
 
 
-def trial_name(lr: float, latent_dim: int, lr_d_ratio: float = 1.0) -> str:
-    return f"lr={lr:.1e} nz={latent_dim}" + (f" d/g={lr_d_ratio:g}" if lr_d_ratio != 1 else "")
+TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
+
+
+def searched_extras(params: dict[str, Any]) -> dict[str, Any]:
+    """A trial's --search settings: its parameters that name training fields, besides lr and latent size."""
+    return {key: value for key, value in params.items() if key in TRAIN_FIELDS and key not in ("lr", "latent_dim")}
+
+
+def trial_name(params: dict[str, Any]) -> str:
+    ratio = float(params.get("lr_d_ratio", 1.0))
+    return " ".join([f"lr={params.get('lr', math.nan):.1e} nz={params.get('latent_dim', 0)}",
+                     *([f"d/g={ratio:g}"] if ratio != 1 else []),
+                     *(f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}"
+                       for key, value in searched_extras(params).items())])
 
 
 def search_space(config: SweepConfig) -> dict[str, Any]:
@@ -55,9 +67,11 @@ def pbt_mutations(config: SweepConfig) -> dict[str, Any]:
 
 
 def trial_config(base: TrainConfig, params: dict[str, Any], trial_id: str) -> TrainConfig:
-    """The sweep's training config with one trial's settings; its Ray run and checkpoints live under the sweep's."""
+    """The sweep's training config with one trial's settings (every parameter that names a training field sets
+    it); its Ray run and checkpoints live under the sweep's."""
     ratio = float(params.get("lr_d_ratio", 1.0))
-    return dataclasses.replace(base, lr=float(params["lr"]), latent_dim=int(params["latent_dim"]),
+    return dataclasses.replace(base, **searched_extras(params), lr=float(params["lr"]),
+                               latent_dim=int(params["latent_dim"]),
                                lr_d=float(params["lr"]) * ratio if ratio != 1 else 0.0,
                                run_name=f"{base.run_name}-{trial_id}",
                                storage_path=storage.join(base.storage_path, base.run_name), max_failures=0)
@@ -67,7 +81,7 @@ def run_trial(params: dict[str, Any]) -> None:
     """One trial: the sweep's training config with this trial's settings, in a child MLflow run."""
     trial_id = tune.get_context().get_trial_id()
     train = trial_config(from_dict(TrainConfig, params["train"]), params, trial_id)
-    name = trial_name(train.lr, train.latent_dim, float(params.get("lr_d_ratio", 1.0)))
+    name = trial_name(params)
     run_id = None
     if train.tracking:
         run_id = open_run(train.tracking_uri, train.experiment, train.artifact_root, train.run_name, to_dict(train),
@@ -182,10 +196,9 @@ def summarise(results: tune.ResultGrid) -> list[dict[str, Any]]:
         status = ("diverged" if error and "diverged" in str(error) else "failed" if error
                   else "completed" if epochs >= max_epochs else "stopped early")
         rows.append({"trial_id": Path(result.path).name.removeprefix("trial-"),
-                     "run_name": trial_name(params.get("lr", math.nan), params.get("latent_dim", 0),
-                                            params.get("lr_d_ratio", 1.0)),
+                     "run_name": trial_name(params),
                      "lr": params.get("lr"), "latent_dim": params.get("latent_dim"),
-                     "lr_d_ratio": params.get("lr_d_ratio", 1.0), "status": status,
+                     "lr_d_ratio": params.get("lr_d_ratio", 1.0), **searched_extras(params), "status": status,
                      "epochs": epochs, "final_fid_domain": history[-1] if history else math.nan,
                      "best_fid_domain": min(history) if history else math.nan})
     return rows

@@ -20,28 +20,30 @@ def best_trial(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     return min(scored, key=lambda row: row["best_fid_domain"]) if scored else None
 
 
-def write_plot(rows: list[dict[str, Any]], path: Path) -> Path:
-    """fid_domain (best per trial) against learning rate (log axis) and against latent size, coloured by outcome."""
+def write_plot(rows: list[dict[str, Any]], path: Path, searched: tuple[str, ...] = ()) -> Path:
+    """fid_domain (best per trial) against learning rate (log axis), latent size and each --search field, coloured
+    by outcome."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     colours = {"completed": "tab:green", "stopped early": "tab:orange", "diverged": "tab:red", "failed": "tab:red"}
-    figure, (by_lr, by_latent) = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    for row in rows:
-        if math.isnan(row["best_fid_domain"]):
-            continue
-        colour = colours.get(row["status"], "tab:gray")
-        by_lr.scatter(row["lr"], row["best_fid_domain"], color=colour, s=50)
-        by_latent.scatter(row["latent_dim"], row["best_fid_domain"], color=colour, s=50)
-    by_lr.set_xscale("log")
-    by_lr.set(xlabel="learning rate", ylabel="best quality/fid_domain (lower is better)")
-    by_latent.set(xlabel="latent size (nz)")
+    axes_keys = {"lr": "learning rate", "latent_dim": "latent size (nz)", **{key: key for key in searched}}
+    figure, axes = plt.subplots(1, len(axes_keys), figsize=(5 * len(axes_keys), 4), sharey=True, squeeze=False)
+    scored = [row for row in rows if not math.isnan(row["best_fid_domain"])]
+    for axis, (key, label) in zip(axes[0], axes_keys.items()):
+        for row in scored:
+            # Non-numeric settings (e.g. bf16=True) are categories on their axis.
+            x = row[key] if isinstance(row[key], (int, float)) and not isinstance(row[key], bool) else str(row[key])
+            axis.scatter(x, row["best_fid_domain"], color=colours.get(row["status"], "tab:gray"), s=50)
+        axis.set(xlabel=label)
+    axes[0][0].set_xscale("log")
+    axes[0][0].set(ylabel="best quality/fid_domain (lower is better)")
     for status, colour in colours.items():
-        by_latent.scatter([], [], color=colour, label=status)
-    by_latent.legend(loc="best", fontsize=8)
-    figure.suptitle("Sweep: quality against learning rate and latent size")
+        axes[0][-1].scatter([], [], color=colour, label=status)
+    axes[0][-1].legend(loc="best", fontsize=8)
+    figure.suptitle("Sweep: quality against " + ", ".join(axes_keys.values()))
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

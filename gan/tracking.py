@@ -9,7 +9,9 @@ that loses nothing; a call that still fails is counted, warned about, and the co
 from __future__ import annotations
 
 import logging
+import math
 import queue
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -126,14 +128,17 @@ class RunLogger:
             self._thread = threading.Thread(target=self._deliver, name="mlflow-logger", daemon=True)
             self._thread.start()
 
-    def _submit(self, what: str, call: Callable[[], Any]) -> None:
+    def _submit(self, what: str, call: Callable[[], Any]) -> bool:
+        """Queue a call for the logger thread; False when it will not be made (inactive, or the queue is full)."""
         if not self.active:
-            return
+            return False
         try:
             self._queue.put_nowait((what, call))
+            return True
         except queue.Full:
             self.dropped_calls += 1
             log.warning("MLflow queue full: dropped %s (%d dropped so far)", what, self.dropped_calls)
+            return False
 
     def _deliver(self) -> None:
         while (item := self._queue.get()) is not None:
@@ -176,6 +181,29 @@ class RunLogger:
         self._submit(f"artifact {local_path}",
                      lambda: self._client.log_artifact(self.run_id, str(local_path), artifact_path))
         self.flush()
+
+    def lowest(self, key: str) -> float:
+        """The lowest value of a metric this run has logged so far (inf if none, or if the store cannot say)."""
+        if not self.active:
+            return math.inf
+        self.flush()
+        try:
+            return min((m.value for m in self._client.get_metric_history(self.run_id, key)), default=math.inf)
+        except Exception as error:  # noqa: BLE001 - an unknown best only means the next one is logged as best
+            log.warning("could not read %s from MLflow run %s: %s", key, self.run_id, error)
+            return math.inf
+
+    def log_folder_then_delete(self, directory: str | Path, artifact_path: str) -> None:
+        """Uploads a temporary folder's files in the background, then deletes the folder (handed over by the
+        caller), so training does not wait on the upload."""
+        def upload() -> None:
+            try:
+                self._client.log_artifacts(self.run_id, str(directory), artifact_path)
+            finally:
+                shutil.rmtree(directory, ignore_errors=True)
+
+        if not self._submit(f"artifacts {artifact_path}", upload):
+            shutil.rmtree(directory, ignore_errors=True)
 
     def flush(self, timeout: float = 300.0) -> bool:
         """Wait until every call queued so far was made (or failed); False if that took longer than timeout."""

@@ -19,7 +19,8 @@ from ray.train import (Checkpoint, CheckpointConfig, CheckpointUploadMode, Failu
 from ray.train.torch import TorchTrainer, prepare_model
 
 from gan import storage
-from gan.checkpoint import load_checkpoint, save_checkpoint, save_generator
+from gan.checkpoint import (BEST_MODEL_DIR, FINAL_MODEL_DIR, GENERATOR_FILE, load_checkpoint, save_checkpoint,
+                            save_generator)
 from gan.classifier import load_reference, reference_location
 from gan.config import TrainConfig, from_dict, to_dict
 from gan.data import normalise, plan_epoch, rank_batches
@@ -35,6 +36,7 @@ from gan.step import STEP_STATS, train_step
 from gan.tracking import RunLogger
 
 log = logging.getLogger(__name__)
+BEST_METRIC = "best/fid_domain"
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
@@ -72,6 +74,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     reference = None
     if rank == 0 and config.quality_every:
         reference = load_reference(reference_location(config.shards, manifest))
+        # The run's own best so far, over restarts, resumes and PBT generations (a leader's does not count).
+        best_fid = tracker.lowest(BEST_METRIC)
     quality: dict[str, float] = {}  # the latest measurement, carried into every later report for Tune
     meter = WindowMeter(STEP_STATS)
     latest: dict[str, float] = {}
@@ -122,6 +126,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             quality = evaluate_generator(unwrap(state.generator), reference, config.latent_dim,
                                          config.quality_samples, seed=config.seed)
             tracker.log_metrics(quality, state.step)
+            if quality["quality/fid_domain"] < best_fid:
+                best_fid = quality["quality/fid_domain"]
+                _log_best_generator(tracker, state, shape, best_fid)
         metrics = {**latest, **epoch_metrics, **quality, "step": state.step}
         if rank == 0:
             tracker.log_image(sample_grid(unwrap(state.generator), state.fixed_noise), "samples", step=state.epoch)
@@ -130,9 +137,20 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     if rank == 0:
         with tempfile.TemporaryDirectory() as tmp:
-            path = save_generator(state, Path(tmp) / "generator.pt", shape.__dict__)
-            tracker.log_artifact(path, "model")
+            path = save_generator(state, Path(tmp) / GENERATOR_FILE, shape.__dict__)
+            tracker.log_artifact(path, FINAL_MODEL_DIR)
     tracker.close()
+
+
+def _log_best_generator(tracker: RunLogger, state: TrainState, shape: ModelShape, fid: float) -> None:
+    """G as best/generator.pt, uploaded in the background; best/fid_domain is logged after the upload in the same
+    queue, so its lowest value always describes the stored file."""
+    if not tracker.active:
+        return
+    directory = tempfile.mkdtemp(prefix="dcgan-best-")
+    save_generator(state, Path(directory) / GENERATOR_FILE, shape.__dict__)
+    tracker.log_folder_then_delete(directory, BEST_MODEL_DIR)
+    tracker.log_metrics({BEST_METRIC: fid, "best/epoch": state.epoch}, state.step)
 
 
 def _to_device(images: torch.Tensor, device: torch.device, memory_format: torch.memory_format) -> torch.Tensor:

@@ -19,6 +19,8 @@ from jobs.train import check_against_shards
 def check_sweep(config: SweepConfig) -> None:
     try:
         lists = config.search_lists()
+    except ConfigError:
+        raise  # --search names its own problem
     except ValueError:
         raise ConfigError("--latent-dims / --lr-grid / --lr-d-ratios take comma-separated numbers, e.g. "
                           "--latent-dims 32,64,100") from None
@@ -45,13 +47,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sweep: {error}", file=sys.stderr)
         return 2
 
-    import ray
-
     from gan.sweep import build_tuner, restore_tuner, summarise
+    from gan.sweep_report import best_trial
     from gan.tracking import open_run, set_run_status
 
-    if not ray.is_initialized():
-        ray.init()
+    from jobs.ray_session import start_or_join
+
+    start_or_join()
     train = TrainConfig(**{f.name: getattr(config, f.name) for f in dataclasses.fields(TrainConfig)})
     parent = None
     if config.tracking:
@@ -59,11 +61,13 @@ def main(argv: list[str] | None = None) -> int:
                   else f"random lr ({config.lr_min:g}..{config.lr_max:g})")
         scheduler = (f"PBT every {config.perturbation_interval} epochs" if config.scheduler == "pbt"
                      else config.scheduler.upper())
-        description = (f"Ray Tune sweep over {search}, latent size ({config.latent_dims}) and D/G lr ratio "
-                       f"({config.lr_d_ratios}), {config.num_samples} sample(s), {scheduler} on "
+        extras = "".join(f", {name} ({','.join(map(str, values))})"
+                         for name, values in config.searched_fields().items())
+        description = (f"Ray Tune sweep over {search}, latent size ({config.latent_dims}), D/G lr ratio "
+                       f"({config.lr_d_ratios}){extras}; {config.num_samples} sample(s), {scheduler} on "
                        f"quality/fid_domain; child runs are the trials, summary.csv and summary.png the outcome.")
         parent = open_run(config.tracking_uri, config.experiment, config.artifact_root, config.run_name,
-                          {**_swept_out(to_dict(config)), **data_facts},
+                          {**_swept_out(to_dict(config), config), **data_facts},
                           {"job": "sweep", "mlflow.note.content": description},
                           display_name=f"sweep {config.run_name}")
     tuner = restore_tuner(config, train) if config.resume else None
@@ -76,21 +80,28 @@ def main(argv: list[str] | None = None) -> int:
     if parent:
         _record(config, parent, rows)
         set_run_status(config.tracking_uri, parent, "FINISHED", "completed")
+    width = max(len(row["run_name"]) for row in rows)
     for row in rows:
-        print(f"sweep: {row['run_name']:<22} {row['status']:<14} epochs {row['epochs']:>3}  "
+        print(f"sweep: {row['run_name']:<{width}} {row['status']:<14} epochs {row['epochs']:>3}  "
               f"best fid_domain {row['best_fid_domain']:.1f}", flush=True)
+    best = best_trial(rows)
+    if best:
+        print(f"sweep: best trial {best['run_name']} (fid_domain {best['best_fid_domain']:.1f})"
+              + (f"; its generator: {best['model_uri']}" if best.get("model_uri") else ""), flush=True)
     return 0
 
 
-def _swept_out(params: dict) -> dict:
+def _swept_out(params: dict, config: SweepConfig) -> dict:
     """The parent's params without the fields each trial sets for itself (they would read as the sweep's)."""
-    return {k: v for k, v in params.items() if k not in ("lr", "lr_d", "latent_dim")}
+    per_trial = {"lr", "lr_d", "latent_dim", *config.searched_fields()}
+    return {k: v for k, v in params.items() if k not in per_trial}
 
 
 def _record(config: SweepConfig, parent: str, rows: list[dict]) -> None:
     """Close each child run with its outcome; put the table, the plot and the best trial on the parent."""
     from mlflow import MlflowClient
 
+    from gan.checkpoint import BEST_MODEL_DIR, GENERATOR_FILE
     from gan.sweep_report import best_trial, write_plot, write_table
     from gan.tracking import set_run_status
 
@@ -101,14 +112,17 @@ def _record(config: SweepConfig, parent: str, rows: list[dict]) -> None:
         children = client.search_runs([experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}' and "
                                                                       f"tags.`tune.trial_id` = '{row['trial_id']}'")
         row["run_id"] = children[0].info.run_id if children else ""
+        row["model_uri"] = ""  # the trial's best generator, logged by its rank 0 whenever fid_domain improved
         if children:
             set_run_status(config.tracking_uri, row["run_id"], outcome.get(row["status"], "FAILED"), row["status"])
+            if client.list_artifacts(row["run_id"], BEST_MODEL_DIR):
+                row["model_uri"] = f"runs:/{row['run_id']}/{BEST_MODEL_DIR}/{GENERATOR_FILE}"
     with tempfile.TemporaryDirectory() as tmp:
         client.log_artifact(parent, str(write_table(rows, Path(tmp) / "summary.csv")))
-        client.log_artifact(parent, str(write_plot(rows, Path(tmp) / "summary.png")))
+        client.log_artifact(parent, str(write_plot(rows, Path(tmp) / "summary.png", tuple(config.searched_fields()))))
     best = best_trial(rows)
     if best:
-        for key in ("lr", "latent_dim", "lr_d_ratio", "trial_id", "run_id"):
+        for key in ("lr", "latent_dim", "lr_d_ratio", *config.searched_fields(), "trial_id", "run_id", "model_uri"):
             client.set_tag(parent, f"best.{key}", str(best[key]))
         client.log_metric(parent, "best/fid_domain", best["best_fid_domain"])
 

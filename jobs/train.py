@@ -44,13 +44,12 @@ class RunFailed(RuntimeError):
 
 def run(config: TrainConfig, data_facts: dict[str, str]):
     """Open the MLflow run (unless --no-tracking), fit the TorchTrainer, close the run; returns Ray's Result."""
-    import ray
-
     from gan.tracking import close_run, open_run
     from gan.worker import build_trainer, failure_summary
 
-    if not ray.is_initialized():
-        ray.init()  # joins the cluster named by RAY_ADDRESS (set by `ray job submit`), else starts a local one
+    from jobs.ray_session import start_or_join
+
+    start_or_join()
     run_id = None
     if config.tracking:
         run_id = open_run(config.tracking_uri, config.experiment, config.artifact_root, config.run_name,

@@ -126,8 +126,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("base_url")
     parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--run-name", required=True, help="Ray run name (tag ray.run_name) of a training run")
+    parser.add_argument("--run-name", help="Ray run name (tag ray.run_name) of a training run (omit: no run page)")
     parser.add_argument("--sweep-name", required=True, help="Ray run name of a sweep's parent run")
+    parser.add_argument("--columns", default="lr,latent_dim,quality/fid_domain",
+                        help="param and metric columns of the sweep's runs table")
     parser.add_argument("--experiment", default="dcgan")
     args = parser.parse_args()
     client = MlflowClient(args.base_url)
@@ -137,16 +139,16 @@ def main() -> None:
         return client.search_runs([experiment_id], f"tags.`ray.run_name` = '{ray_name}'")[0].info.run_id
 
     with browser_page(1400, 1250) as page:
-        open_model_metrics(page, args.base_url, experiment_id, run_id(args.run_name), search="samples")
-        card, _ = sample_grid(page)
-        card.locator("button").first.click()  # the card's full-screen view: a larger grid and a wider slider
-        dialog = page.get_by_role("dialog")
-        slide_to_last_step(page, dialog)
-        page.wait_for_timeout(1500)
-        page.screenshot(path=str(args.out_dir / "mlflow_run_samples.png"))
+        if args.run_name:
+            open_model_metrics(page, args.base_url, experiment_id, run_id(args.run_name), search="samples")
+            card, _ = sample_grid(page)
+            card.locator("button").first.click()  # the card's full-screen view: a larger grid and a wider slider
+            dialog = page.get_by_role("dialog")
+            slide_to_last_step(page, dialog)
+            page.wait_for_timeout(1500)
+            page.screenshot(path=str(args.out_dir / "mlflow_run_samples.png"))
         sweep = client.get_run(run_id(args.sweep_name))
-        open_runs_table(page, args.base_url, experiment_id, sweep.info.run_name,
-                        ("lr", "latent_dim", "quality/fid_domain"))
+        open_runs_table(page, args.base_url, experiment_id, sweep.info.run_name, tuple(args.columns.split(",")))
         page.wait_for_timeout(1000)
         page.screenshot(path=str(args.out_dir / "mlflow_sweep_runs.png"))
         open_artifact(page, args.base_url, experiment_id, sweep.info.run_id, "summary.png")

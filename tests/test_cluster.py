@@ -117,6 +117,13 @@ def test_submitted_pbt_sweep_clones_a_leader_and_survives_a_diverging_trial(ray_
         cloned.data.tags["tune.trial_id"]}
     rates = [(m.step, m.value) for m in client.get_metric_history(cloned.info.run_id, "pbt/lr")]
     assert sorted(step for step, _ in rates) == [0, 8]
+    # Each run keeps the best generator it measured itself, over both of its generations.
+    for child in children.values():
+        measured, bests = ([m.value for m in client.get_metric_history(child.info.run_id, key)]
+                           for key in ("quality/fid_domain", "best/fid_domain"))
+        assert min(bests) == min(measured) and len(measured) == 4
+        assert [a.path for a in client.list_artifacts(child.info.run_id, "best")] == ["best/generator.pt"]
+    assert not client.list_artifacts(diverged.info.run_id, "best")  # it never reached a quality measurement
 
     table = list(csv.DictReader(open(client.download_artifacts(parent.info.run_id, "summary.csv"))))
     assert sorted(row["status"] for row in table) == ["completed"] * 2 + ["diverged"]

@@ -90,5 +90,5 @@ def test_parent_run_has_a_description_and_its_summary_plot_renders(ui):
         page.get_by_text("Ray Tune sweep over a grid of lr", exact=False).wait_for()
         page.screenshot(path=str(SHOTS / "sweep_overview.png"))
         image = open_artifact(page, ui["url"], ui["experiment_id"], ui["parent"].info.run_id, "summary.png")
-        assert image_size(image) == (1000, 400)
+        assert image_size(image) == (1500, 400)  # three panels: lr, latent size and the --search field beta1
         page.screenshot(path=str(SHOTS / "sweep_summary.png"))

@@ -4,6 +4,7 @@ import csv
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import time
@@ -15,7 +16,7 @@ from mlflow import MlflowClient
 from gan.stats import WindowMeter
 from gan.tracking import RunLogger
 from gan.worker import TrainingDiverged, _log_window
-from tests.conftest import sweep_command
+from tests.conftest import fid_of_generator, sweep_command
 
 def _runs(work):
     client = MlflowClient(f"sqlite:///{work / 'mlruns.db'}")
@@ -29,8 +30,11 @@ def _runs(work):
 def test_every_trial_is_a_child_run_with_its_own_settings_and_series(swept):
     client, (parent,), children = _runs(swept)
     assert len(children) == 4 and all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
-    assert sorted(float(c.data.params["lr"]) for c in children) == [5e-7, 1e-6, 2e-3, 5e-3]
-    assert all(c.info.run_name.startswith("lr=") and "nz=16" in c.info.run_name for c in children)
+    settings = sorted((float(c.data.params["lr"]), float(c.data.params["beta1"])) for c in children)
+    assert settings == [(1e-6, 0.5), (1e-6, 0.7), (2e-3, 0.5), (2e-3, 0.7)]  # --lr-grid x --search beta1=0.5,0.7
+    for child in children:
+        assert child.info.run_name == f"lr={float(child.data.params['lr']):.1e} nz=16 beta1={child.data.params['beta1']}"
+    assert "beta1" not in parent.data.params and "beta1 (0.5,0.7)" in parent.data.tags["mlflow.note.content"]
     for child in children:
         assert client.get_metric_history(child.info.run_id, "quality/fid_domain")
         assert client.get_metric_history(child.info.run_id, "loss/G")
@@ -61,6 +65,32 @@ def test_parent_holds_the_summary_and_the_best_trial_matches_the_table(swept):
     assert parent.data.tags["best.trial_id"] == best["trial_id"]
     assert float(parent.data.tags["best.lr"]) == float(best["lr"])
     assert parent.data.metrics["best/fid_domain"] == pytest.approx(float(best["best_fid_domain"]))
+
+
+@pytest.mark.slow
+def test_every_trial_keeps_its_best_generator_and_the_parent_points_at_the_best_one(swept, digits_shards):
+    client, (parent,), children = _runs(swept)
+    for child in children:
+        measured = [m.value for m in client.get_metric_history(child.info.run_id, "quality/fid_domain")]
+        bests = [m.value for m in client.get_metric_history(child.info.run_id, "best/fid_domain")]
+        assert [a.path for a in client.list_artifacts(child.info.run_id, "best")] == ["best/generator.pt"]
+        assert bests and set(bests) <= set(measured) and min(bests) == min(measured[:len(bests)])
+        if child.data.tags["status"] == "completed":  # (a stopped trial may be stopped before its last upload)
+            assert min(bests) == min(measured)
+    best_run = parent.data.tags["best.run_id"]
+    assert parent.data.tags["best.model_uri"] == f"runs:/{best_run}/best/generator.pt"
+    table = list(csv.DictReader(open(client.download_artifacts(parent.info.run_id, "summary.csv"))))
+    assert {row["run_id"]: row["model_uri"] for row in table}[best_run] == parent.data.tags["best.model_uri"]
+    # The file behind the URI is the sweep's best generator: measured again here, it scores the sweep's best.
+    import mlflow
+
+    from gan.checkpoint import load_generator
+
+    mlflow.set_tracking_uri(f"sqlite:///{swept / 'mlruns.db'}")
+    path = mlflow.artifacts.download_artifacts(parent.data.tags["best.model_uri"])
+    assert load_generator(path)(torch.randn(5, 16)).shape == (5, 1, 32, 32)
+    again = fid_of_generator(path, digits_shards, 200)  # the sweep's --quality-samples, seed 0
+    assert again == pytest.approx(parent.data.metrics["best/fid_domain"], rel=1e-4)
 
 
 @pytest.mark.slow
@@ -127,6 +157,39 @@ def test_bad_sweep_settings_are_rejected_before_ray_starts(argv, message):
         check_sweep(parse(SweepConfig, argv))
 
 
+def test_search_adds_any_training_field_as_an_axis_with_typed_checked_values():
+    from ray.tune.search.variant_generator import generate_variants
+
+    from gan.config import SweepConfig, TrainConfig, parse
+    from gan.sweep import search_space, trial_config, trial_name
+
+    config = parse(SweepConfig, ["--lr-grid", "1e-4", "--latent-dims", "64", "--search", "beta1=0.5,0.8 batch-size=32,64"])
+    assert config.searched_fields() == {"beta1": [0.5, 0.8], "batch_size": [32, 64]}
+    trials = [trial for _, trial in generate_variants(search_space(config))]
+    assert {(t["beta1"], t["batch_size"]) for t in trials} == {(b, n) for b in (0.5, 0.8) for n in (32, 64)}
+    train = trial_config(TrainConfig(), trials[-1], "t1")
+    assert (train.beta1, train.batch_size, train.lr, train.latent_dim) == (0.8, 64, 1e-4, 64)
+    assert trial_name(trials[-1]) == "lr=1.0e-04 nz=64 beta1=0.8 batch_size=64"
+
+
+@pytest.mark.parametrize("search, message", [
+    ("beta1", "write FIELD=V1,V2 pairs"),
+    ("momentum=0.9", "no such training field; searchable: batch_size, beta1"),
+    ("epochs=2,4", "every trial runs the same --epochs"),
+    ("lr=1e-4,2e-4", "search it with --lr-min/--lr-max or --lr-grid"),
+    ("storage_path=a,b", "the sweep's own setting"),
+    ("beta1=0.5,1.5", "--beta1=1.5 is out of range: it must be < 1.0"),
+    ("batch_size=32,big", "--batch-size (--search): 'big' is not a valid int"),
+    ("beta1=0.5 beta1=0.8", "--search beta1: given twice"),
+])
+def test_bad_search_fields_are_rejected_naming_the_problem(search, message):
+    from gan.config import ConfigError, SweepConfig, parse
+    from jobs.sweep import check_sweep
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_sweep(parse(SweepConfig, ["--search", search]))
+
+
 def test_grid_search_covers_every_combination_and_a_ttur_trial_gets_its_own_d_rate():
     from ray.tune.search.variant_generator import generate_variants
 
@@ -141,7 +204,8 @@ def test_grid_search_covers_every_combination_and_a_ttur_trial_gets_its_own_d_ra
     ttur = trial_config(TrainConfig(), {"lr": 1e-4, "latent_dim": 64, "lr_d_ratio": 4.0}, "t1")
     shared = trial_config(TrainConfig(), {"lr": 1e-4, "latent_dim": 64, "lr_d_ratio": 1.0}, "t2")
     assert (ttur.lr, ttur.lr_d, shared.lr_d) == (1e-4, 4e-4, 0.0)
-    assert trial_name(1e-4, 64, 4.0) == "lr=1.0e-04 nz=64 d/g=4" and trial_name(1e-4, 64) == "lr=1.0e-04 nz=64"
+    assert trial_name({"lr": 1e-4, "latent_dim": 64, "lr_d_ratio": 4.0}) == "lr=1.0e-04 nz=64 d/g=4"
+    assert trial_name({"lr": 1e-4, "latent_dim": 64, "lr_d_ratio": 1.0}) == "lr=1.0e-04 nz=64"
 
 
 def test_ttur_gives_the_discriminator_its_own_learning_rate_also_after_a_restore():
