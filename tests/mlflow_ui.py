@@ -148,9 +148,13 @@ def main() -> None:
             page.wait_for_timeout(1500)
             page.screenshot(path=str(args.out_dir / "mlflow_run_samples.png"))
         sweep = client.get_run(run_id(args.sweep_name))
-        open_runs_table(page, args.base_url, experiment_id, sweep.info.run_name, tuple(args.columns.split(",")))
+        page.set_viewport_size({"width": 1900, "height": 700})
+        # Dataset, Source and Models are empty for these runs: toggled off, the settings and quality fit on screen.
+        open_runs_table(page, args.base_url, experiment_id, sweep.info.run_name,
+                        ("Dataset", "Source", "Models", *args.columns.split(",")))
         page.wait_for_timeout(1000)
         page.screenshot(path=str(args.out_dir / "mlflow_sweep_runs.png"))
+        page.set_viewport_size({"width": 1400, "height": 1250})
         open_artifact(page, args.base_url, experiment_id, sweep.info.run_id, "summary.png")
         page.wait_for_timeout(1000)
         page.screenshot(path=str(args.out_dir / "mlflow_sweep_summary.png"))
