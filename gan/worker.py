@@ -143,8 +143,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
 
 def _log_best_generator(tracker: RunLogger, state: TrainState, shape: ModelShape, fid: float) -> None:
-    """G as best/generator.pt, uploaded in the background; best/fid_domain is logged after the upload in the same
-    queue, so its lowest value always describes the stored file."""
+    """G as best/generator.pt, uploaded in the background; best/fid_domain follows the upload in the same queue, so
+    its lowest value describes the stored file (unless that upload failed, which tracking/failed_calls counts)."""
     if not tracker.active:
         return
     directory = tempfile.mkdtemp(prefix="dcgan-best-")

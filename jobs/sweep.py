@@ -77,14 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"sweep: {'resuming' if tuner else 'starting'} {config.run_name!r} in {config.storage_path}", flush=True)
     results = (tuner or build_tuner(config, train, parent)).fit()
     rows = summarise(results)
+    best = best_trial(rows)
     if parent:
-        _record(config, parent, rows)
+        _record(config, parent, rows, best)
         set_run_status(config.tracking_uri, parent, "FINISHED", "completed")
     width = max(len(row["run_name"]) for row in rows)
     for row in rows:
         print(f"sweep: {row['run_name']:<{width}} {row['status']:<14} epochs {row['epochs']:>3}  "
               f"best fid_domain {row['best_fid_domain']:.1f}", flush=True)
-    best = best_trial(rows)
     if best:
         print(f"sweep: best trial {best['run_name']} (fid_domain {best['best_fid_domain']:.1f})"
               + (f"; its generator: {best['model_uri']}" if best.get("model_uri") else ""), flush=True)
@@ -97,12 +97,12 @@ def _swept_out(params: dict, config: SweepConfig) -> dict:
     return {k: v for k, v in params.items() if k not in per_trial}
 
 
-def _record(config: SweepConfig, parent: str, rows: list[dict]) -> None:
+def _record(config: SweepConfig, parent: str, rows: list[dict], best: dict | None) -> None:
     """Close each child run with its outcome; put the table, the plot and the best trial on the parent."""
     from mlflow import MlflowClient
 
     from gan.checkpoint import BEST_MODEL_DIR, GENERATOR_FILE
-    from gan.sweep_report import best_trial, write_plot, write_table
+    from gan.sweep_report import write_plot, write_table
     from gan.tracking import set_run_status
 
     client = MlflowClient(config.tracking_uri)
@@ -120,7 +120,6 @@ def _record(config: SweepConfig, parent: str, rows: list[dict]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         client.log_artifact(parent, str(write_table(rows, Path(tmp) / "summary.csv")))
         client.log_artifact(parent, str(write_plot(rows, Path(tmp) / "summary.png", tuple(config.searched_fields()))))
-    best = best_trial(rows)
     if best:
         for key in ("lr", "latent_dim", "lr_d_ratio", *config.searched_fields(), "trial_id", "run_id", "model_uri"):
             client.set_tag(parent, f"best.{key}", str(best[key]))
