@@ -105,6 +105,16 @@ TINY_SWEEP = ["--epochs", "3", "--steps-per-epoch", "4", "--batch-size", "16", "
               "--lr-grid", "1e-6,2e-3", "--search", "beta1=0.5,0.7"]
 
 
+def metric_values(client, run_id: str, key: str) -> list[float]:
+    """A run's values of one metric in step order (MLflow returns them in no set order)."""
+    return [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))]
+
+
+def new_lows(values: list[float]) -> list[float]:
+    """The values that beat every one before them: what a run logs as best/fid_domain from its quality series."""
+    return [value for i, value in enumerate(values) if value < min(values[:i], default=float("inf"))]
+
+
 def fid_of_generator(path: str, shards: Path, samples: int, seed: int = 0) -> float:
     """quality/fid_domain of a saved generator file, measured here the way a run's rank 0 measures it."""
     from gan.checkpoint import load_generator

@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 from gan.stats import WindowMeter
 from gan.tracking import RunLogger
 from gan.worker import TrainingDiverged, _log_window
-from tests.conftest import fid_of_generator, sweep_command
+from tests.conftest import fid_of_generator, metric_values, new_lows, sweep_command
 
 def _runs(work):
     client = MlflowClient(f"sqlite:///{work / 'mlruns.db'}")
@@ -71,10 +71,8 @@ def test_parent_holds_the_summary_and_the_best_trial_matches_the_table(swept):
 def test_every_trial_keeps_its_best_generator_and_the_parent_points_at_the_best_one(swept, digits_shards):
     client, (parent,), children = _runs(swept)
     for child in children:
-        measured, bests = ([m.value for m in sorted(client.get_metric_history(child.info.run_id, key),
-                                                    key=lambda m: (m.step, m.timestamp))]
-                           for key in ("quality/fid_domain", "best/fid_domain"))
-        improvements = [value for i, value in enumerate(measured) if value < min(measured[:i], default=math.inf)]
+        improvements = new_lows(metric_values(client, child.info.run_id, "quality/fid_domain"))
+        bests = metric_values(client, child.info.run_id, "best/fid_domain")
         assert [a.path for a in client.list_artifacts(child.info.run_id, "best")] == ["best/generator.pt"]
         assert bests and bests == improvements[:len(bests)]  # one best per new low, in order
         if child.data.tags["status"] == "completed":  # (a stopped trial may be stopped before its last upload)
