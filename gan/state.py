@@ -1,4 +1,5 @@
-"""TrainState: both networks, both optimisers, the counters and the fixed noise — everything a resume needs."""
+"""TrainState: both networks, both optimisers, the generator's EMA, the counters and the fixed noise — everything a
+resume needs."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from gan.ema import GeneratorEMA
 from gan.models import ModelShape, build_models
 
 
@@ -24,12 +26,16 @@ class TrainState:
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer
     fixed_noise: torch.Tensor
+    ema: GeneratorEMA | None = None
+    augment: tuple[str, ...] = ()  # DiffAugment policy (gan/augment.py); () = off
+    images_per_step: int = 0  # the global batch, for the EMA's half-life in images (0 = this rank's batch)
     epoch: int = 0  # epochs completed
     step: int = 0  # optimiser steps completed, counted once per global batch
 
     @classmethod
     def create(cls, shape: ModelShape, lr: float, beta1: float, seed: int, sample_count: int = 64,
-               lr_d: float = 0.0) -> "TrainState":
+               lr_d: float = 0.0, ema_half_life_kimg: float = 0.0, ema_rampup: float = 0.0,
+               augment: tuple[str, ...] = (), images_per_step: int = 0) -> "TrainState":
         torch.manual_seed(seed)  # same weights on every rank before DDP broadcasts them anyway
         generator, discriminator = build_models(shape)
         betas = (beta1, 0.999)
@@ -39,7 +45,15 @@ class TrainState:
             opt_g=torch.optim.Adam(generator.parameters(), lr=lr, betas=betas),
             opt_d=torch.optim.Adam(discriminator.parameters(), lr=lr_d or lr, betas=betas),
             fixed_noise=torch.randn(sample_count, shape.latent_dim, generator=torch.Generator().manual_seed(seed + 1)),
+            ema=GeneratorEMA(generator, ema_half_life_kimg, ema_rampup) if ema_half_life_kimg else None,
+            augment=augment,
+            images_per_step=images_per_step,
         )
+
+    @property
+    def sampler(self) -> nn.Module:
+        """The generator that samples, is measured and is saved: the EMA one when it is on."""
+        return self.ema.model if self.ema is not None else unwrap(self.generator)
 
     def state_dict(self) -> dict[str, Any]:
         """Tensors, plain numbers and dicts only, so it loads with torch.load(weights_only=True)."""
@@ -51,6 +65,7 @@ class TrainState:
             "fixed_noise": self.fixed_noise,
             "epoch": self.epoch,
             "step": self.step,
+            **({"generator_ema": self.ema.model.state_dict()} if self.ema is not None else {}),
         }
 
     def load_state_dict(self, saved: dict[str, Any]) -> None:
@@ -61,6 +76,9 @@ class TrainState:
         self.fixed_noise = saved["fixed_noise"]
         self.epoch = int(saved["epoch"])
         self.step = int(saved["step"])
+        if self.ema is not None:
+            # A checkpoint from before the EMA was turned on starts the average at today's weights.
+            self.ema.model.load_state_dict(saved.get("generator_ema", unwrap(self.generator).state_dict()))
 
     def set_lr(self, lr: float, lr_d: float = 0.0) -> None:
         """Apply the learning rates after a restore (a restored optimiser state carries the old ones)."""

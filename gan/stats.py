@@ -1,6 +1,8 @@
 """Step statistics -> one reduced value per log window: summed on the device, all-reduced across ranks once."""
 from __future__ import annotations
 
+import time
+
 import torch
 import torch.distributed as dist
 
@@ -44,3 +46,35 @@ def _summed_over_ranks(tensor: torch.Tensor) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(tensor)
     return tensor
+
+
+class TickTimer:
+    """The clocks of one report cycle. A cycle runs from one report to the next, so a tick's time includes the
+    previous tick's quality measurement, grid, checkpoint and report; its loop time is the steps with their data
+    loading and logging only (the steady rate)."""
+
+    def __init__(self, cpu_seconds):
+        self._cpu_seconds = cpu_seconds  # the tracking thread's CPU clock (RunLogger.cpu_seconds)
+        self._cycle_start = self._run_start = time.perf_counter()
+        self._cycle_cpu = cpu_seconds()
+        self._loop_start, self.step_seconds = self._cycle_start, 0.0
+
+    def start_loop(self) -> None:
+        self._loop_start, self.step_seconds = time.perf_counter(), 0.0
+
+    def time_step(self, seconds: float) -> None:
+        self.step_seconds += seconds
+
+    def finish(self, images: int) -> dict[str, float]:
+        """The cycle's perf/* metrics; the next cycle starts now."""
+        now, cpu = time.perf_counter(), self._cpu_seconds()
+        seconds, loop_seconds = now - self._cycle_start, now - self._loop_start
+        tracking_cpu, self._cycle_start, self._cycle_cpu = cpu - self._cycle_cpu, now, cpu
+        return {"perf/epoch_seconds": seconds, "perf/step_fraction": self.step_seconds / seconds,
+                "perf/epoch_img_per_s": images / seconds, "perf/loop_img_per_s": images / loop_seconds,
+                # Tracking's cost in CPU time, which a wall-clock A/B on a shared machine cannot resolve.
+                "perf/tracking_cpu_share": tracking_cpu / seconds}
+
+    def eta_seconds(self, steps_done: int, steps_left: int) -> float:
+        """Time to the end at this process's average pace so far."""
+        return (time.perf_counter() - self._run_start) / max(steps_done, 1) * steps_left

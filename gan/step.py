@@ -10,8 +10,9 @@ import contextlib
 import torch
 from torch import nn
 
+from gan.augment import diffaugment
 from gan.losses import fake_loss, generator_loss, real_loss
-from gan.state import TrainState
+from gan.state import TrainState, unwrap
 
 STEP_STATS = ("loss/D", "loss/D_real", "loss/D_fake", "loss/G", "disc/D_x", "disc/D_G_z")
 
@@ -31,7 +32,7 @@ def train_step(state: TrainState, real: torch.Tensor, bf16: bool = False) -> tor
 
 
 def _step(state: TrainState, real: torch.Tensor) -> torch.Tensor:
-    generator, discriminator = state.generator, state.discriminator
+    generator, discriminator, policy = state.generator, state.discriminator, state.augment
     noise = torch.randn(real.shape[0], state.fixed_noise.shape[1], device=real.device)
     fake = generator(noise)
 
@@ -39,10 +40,10 @@ def _step(state: TrainState, real: torch.Tensor) -> torch.Tensor:
     # the first backward stays local so D's gradients are all-reduced once, not twice.
     state.opt_d.zero_grad(set_to_none=True)
     with _local_only(discriminator):
-        real_logits = discriminator(real)
+        real_logits = discriminator(diffaugment(real, policy))
         loss_real = real_loss(real_logits)
         loss_real.backward()
-    fake_logits = discriminator(fake.detach())
+    fake_logits = discriminator(diffaugment(fake.detach(), policy))
     loss_fake = fake_loss(fake_logits)
     loss_fake.backward()
     state.opt_d.step()
@@ -50,10 +51,13 @@ def _step(state: TrainState, real: torch.Tensor) -> torch.Tensor:
     # D's gradients from the generator step are thrown away, so they need no all-reduce either.
     state.opt_g.zero_grad(set_to_none=True)
     with _local_only(discriminator):
-        loss_g = generator_loss(discriminator(fake))
+        loss_g = generator_loss(discriminator(diffaugment(fake, policy)))
         loss_g.backward()
     state.opt_g.step()
     state.step += 1
+    if state.ema is not None:
+        batch_images = state.images_per_step or real.shape[0]
+        state.ema.update(unwrap(generator), state.step * batch_images, batch_images)
 
     with torch.no_grad():
         return torch.stack([

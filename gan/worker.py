@@ -1,7 +1,8 @@
 """The Ray Train side: `train_loop_per_worker` (the only caller of ray.train.report) and `build_trainer`.
 
-Reads top to bottom: setup (config, models, DDP, restore), then per epoch: plan -> batches -> steps -> metrics
--> sample grid -> checkpoint + report. Every rank reports once per epoch and takes the same number of steps.
+Reads top to bottom: setup (config, models, DDP, restore, schedule), then per tick (gan/schedule.py): batches ->
+steps -> metrics -> quality -> sample grid -> checkpoint + report. Every rank takes the same steps and reports once
+per tick.
 """
 from __future__ import annotations
 
@@ -19,19 +20,21 @@ from ray.train import (Checkpoint, CheckpointConfig, CheckpointUploadMode, Failu
 from ray.train.torch import TorchTrainer, prepare_model
 
 from gan import storage
+from gan.augment import parse_policy
 from gan.checkpoint import (BEST_MODEL_DIR, FINAL_MODEL_DIR, GENERATOR_FILE, load_checkpoint, save_checkpoint,
                             save_generator)
 from gan.classifier import load_reference, reference_location
 from gan.config import TrainConfig, from_dict, to_dict
-from gan.data import normalise, plan_epoch, rank_batches
+from gan.data import BatchStream, normalise, plan_epoch, rank_batches
 from gan.images import sample_grid
 from gan.loader_processes import process_batches
-from gan.manifest import read_manifest
+from gan.manifest import Manifest, read_manifest
 from gan.models import ModelShape
-from gan.quality import evaluate_generator
+from gan.quality import evaluate_generator, floor
+from gan.schedule import Tick, build_schedule
 from gan.shard_reader import DataHealth, ReadPolicy
 from gan.state import TrainState, unwrap
-from gan.stats import WindowMeter, sum_across_ranks
+from gan.stats import TickTimer, WindowMeter, sum_across_ranks
 from gan.step import STEP_STATS, train_step
 from gan.tracking import RunLogger
 
@@ -41,24 +44,11 @@ BEST_METRIC = "best/fid_domain"
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     config = from_dict(TrainConfig, loop_config["train"])
-    context = ray.train.get_context()
-    rank, world_size = context.get_world_rank(), context.get_world_size()
-    torch.set_num_threads(max(1, int(config.cpus_per_worker)))
+    rank, world_size = ray.train.get_context().get_world_rank(), ray.train.get_context().get_world_size()
+    _quiet_ray_reports(config.verbose)
     device = ray.train.torch.get_device()
-    storage.configure(config.s3_endpoint_url)
-    read_policy = ReadPolicy(strict=config.strict, attempts=config.read_attempts,
-                             outage_seconds=config.store_outage_seconds)
-
     manifest = read_manifest(config.shards)
-    shape = ModelShape(manifest.resolution, manifest.channels, config.latent_dim, config.g_features, config.d_features)
-    state = TrainState.create(shape, config.lr, config.beta1, config.seed, lr_d=config.lr_d)
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    state.generator = prepare_model(state.generator.to(memory_format=memory_format))
-    # D is never run in eval mode, so its BatchNorm running statistics need no per-forward broadcast.
-    state.discriminator = prepare_model(state.discriminator.to(memory_format=memory_format),
-                                        parallel_strategy_kwargs={"forward_sync_buffers": False})
-    if config.compile:
-        state.generator, state.discriminator = torch.compile(state.generator), torch.compile(state.discriminator)
+    state, shape = _build_state(config, manifest, world_size, device)
     restarted = ray.train.get_checkpoint()  # this run's own latest: the worker group is being restarted
     # Else a checkpoint handed over to start from (a PBT trial continuing its own or a leader's weights).
     checkpoint = restarted or loop_config.get("start_checkpoint")
@@ -66,80 +56,121 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         with checkpoint.as_directory() as directory:
             load_checkpoint(state, directory)
         state.set_lr(config.lr, config.lr_d)  # the restored optimiser carries the old rates; PBT may set new ones
-    torch.manual_seed(config.seed * 7919 + rank + 1000 * state.step)  # distinct noise per rank and per resume
-
+    torch.manual_seed(_seed(config.seed, rank, step=state.step))  # distinct noise per rank and per resume
+    schedule = build_schedule(manifest.shards("train"), world_size, config.batch_size, config.seed,
+                              config.steps_per_epoch, *config.length(), config.tick_kimg)
     tracker = RunLogger(config.tracking_uri, loop_config["run_id"], active=rank == 0 and loop_config["run_id"])
     if restarted is not None:
         tracker.note_restart(state.epoch, state.step)
-    reference = None
-    if rank == 0 and config.quality_every:
-        reference = load_reference(reference_location(config.shards, manifest))
-        # The run's own best so far, over restarts, resumes and PBT generations (a leader's does not count).
-        best_fid = tracker.lowest(BEST_METRIC)
-    quality: dict[str, float] = {}  # the latest measurement, carried into every later report for Tune
-    meter = WindowMeter(STEP_STATS)
-    latest: dict[str, float] = {}
-    images_per_step = config.batch_size * world_size
-    cycle_start = time.perf_counter()  # an epoch's time includes the previous epoch's grid, checkpoint and report
-    cycle_tracking_cpu = tracker.cpu_seconds
+    judge = _QualityJudge(config, manifest, tracker) if rank == 0 and config.quality_every else None
+    batches = BatchStream(lambda epoch, health: _epoch_batches(config, manifest, world_size, rank, epoch, device,
+                                                               health))
+    meter, timer, quality, latest = WindowMeter(STEP_STATS), TickTimer(lambda: tracker.cpu_seconds), {}, {}
     if rank == 0 and checkpoint is None:
-        tracker.log_image(sample_grid(unwrap(state.generator), state.fixed_noise), "samples", step=0)
-
-    for epoch in range(state.epoch, config.epochs):
-        plan = plan_epoch(manifest.shards("train"), world_size, config.batch_size, epoch, config.seed,
-                          config.steps_per_epoch)
-        health = DataHealth()
-        batch_seed = config.seed + 1_000_003 * epoch + rank
-        if config.loader_processes:
-            batches = process_batches(config.shards, plan, rank, manifest.image_spec, config.shuffle_buffer,
-                                      batch_seed, health, read_policy, config.loader_processes,
-                                      pin_memory=device.type == "cuda")
-        else:
-            batches = rank_batches(config.shards, plan, rank, manifest.image_spec, config.shuffle_buffer, batch_seed,
-                                   health, read_policy)
-        loop_start = window_start = time.perf_counter()
-        step_seconds = 0.0
-        for images, _labels in batches:
+        tracker.log_image(sample_grid(state.sampler, state.fixed_noise), "samples", step=0)
+    start_step, last = state.step, schedule.ticks[-1]
+    for tick in schedule.remaining(state.step):
+        timer.start_loop()
+        window_start = time.perf_counter()
+        for images, _labels in batches.take(tick.epoch, tick.offset, tick.steps):
             step_start = time.perf_counter()
-            meter.add(train_step(state, _to_device(images, device, memory_format), bf16=config.bf16))
-            step_seconds += time.perf_counter() - step_start
-            if state.step % config.log_every == 0:
-                latest = _log_window(meter, tracker, state.step, window_start, images_per_step)
+            meter.add(train_step(state, _to_device(images, device, config.channels_last), bf16=config.bf16))
+            timer.time_step(time.perf_counter() - step_start)
+            if state.step % config.log_every == 0 or state.step == tick.end_step:
+                latest = _log_window(meter, tracker, state.step, window_start, schedule.images_per_step)
                 window_start = time.perf_counter()
-        if meter.pending:  # the epoch's last, partial window
-            latest = _log_window(meter, tracker, state.step, window_start, images_per_step)
-        state.epoch = epoch + 1
-        now = time.perf_counter()
-        loop_seconds, seconds = now - loop_start, now - cycle_start
-        cycle_start = now  # from here: this epoch's quality, grid, checkpoint and report count to the next epoch
-        tracking_cpu, cycle_tracking_cpu = tracker.cpu_seconds - cycle_tracking_cpu, tracker.cpu_seconds
-        # The share of the epoch spent in train_step (DDP all-reduce included): the rest is data, logging, snapshots.
-        epoch_metrics = {"epoch": state.epoch, "perf/epoch_seconds": seconds, "perf/step_fraction": step_seconds / seconds,
-                         "perf/epoch_img_per_s": plan.steps * images_per_step / seconds,
-                         # The steady rate: the epoch's steps with their data loading and logging, no snapshot.
-                         "perf/loop_img_per_s": plan.steps * images_per_step / loop_seconds,
-                         # Tracking's cost in CPU time, which a wall-clock A/B on a shared machine cannot resolve.
-                         "perf/tracking_cpu_share": tracking_cpu / seconds,
-                         "data/unused_samples": plan.unused_samples, **sum_across_ranks(health.as_metrics())}
-        tracker.log_metrics(epoch_metrics, state.step)
-        if reference is not None and (state.epoch % config.quality_every == 0 or state.epoch in (1, config.epochs)):
-            quality = evaluate_generator(unwrap(state.generator), reference, config.latent_dim,
-                                         config.quality_samples, seed=config.seed)
-            tracker.log_metrics(quality, state.step)
-            if quality["quality/fid_domain"] < best_fid:
-                best_fid = quality["quality/fid_domain"]
-                _log_best_generator(tracker, state, shape, best_fid)
-        metrics = {**latest, **epoch_metrics, **quality, "step": state.step}
+        state.epoch = tick.epoch + 1 if tick.ends_epoch else state.epoch
+        metrics = {"epoch": state.epoch, "tick": tick.index, "kimg": state.step * schedule.images_per_step / 1000,
+                   **timer.finish(tick.steps * schedule.images_per_step), **sum_across_ranks(batches.health.unreported_metrics())}
+        tracker.log_metrics(metrics, state.step)
+        if judge is not None and (tick.index % config.quality_every == 0 or tick.index in (1, last.index)):
+            quality = judge.measure(state, shape, final=tick.index == last.index)
+        metrics = {**latest, **metrics, **quality, "step": state.step}
         if rank == 0:
-            tracker.log_image(sample_grid(unwrap(state.generator), state.fixed_noise), "samples", step=state.epoch)
-            log.info(_progress_line(metrics, config.epochs))
+            tracker.log_image(sample_grid(state.sampler, state.fixed_noise), "samples", step=tick.index)
+            eta = timer.eta_seconds(state.step - start_step, schedule.total_steps - state.step)
+            log.info(_progress_line(metrics, last.index, eta, measured=judge is not None and judge.measured_at(tick)))
         _report(state, metrics, config, rank)
-
     if rank == 0:
         with tempfile.TemporaryDirectory() as tmp:
-            path = save_generator(state, Path(tmp) / GENERATOR_FILE, shape.__dict__)
-            tracker.log_artifact(path, FINAL_MODEL_DIR)
+            tracker.log_artifact(save_generator(state, Path(tmp) / GENERATOR_FILE, shape.__dict__), FINAL_MODEL_DIR)
     tracker.close()
+
+
+def _seed(seed: int, rank: int, step: int = 0, epoch: int = 0) -> int:
+    """The one seed formula: distinct per rank, per resume point (`step`) and per data epoch."""
+    return seed * 7919 + 1_000_003 * epoch + 1000 * step + rank
+
+
+def _quiet_ray_reports(verbose: bool) -> None:
+    """Ray Train logs every report of every rank at INFO ("Reporting training result ...") from a logger named by
+    its file's path, which LoggingConfig does not reach; our progress line says the same once."""
+    from ray.train.v2._internal.execution import context as ray_train_context
+
+    logging.getLogger(ray_train_context.__file__).setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def _build_state(config: TrainConfig, manifest: Manifest, world_size: int,
+                 device: torch.device) -> tuple[TrainState, ModelShape]:
+    torch.set_num_threads(max(1, int(config.cpus_per_worker)))
+    storage.configure(config.s3_endpoint_url)
+    shape = ModelShape(manifest.resolution, manifest.channels, config.latent_dim, config.g_features, config.d_features)
+    state = TrainState.create(shape, config.lr, config.beta1, config.seed, lr_d=config.lr_d,
+                              ema_half_life_kimg=config.ema_half_life_kimg, ema_rampup=config.ema_rampup,
+                              augment=parse_policy(config.diffaugment, manifest.channels),
+                              images_per_step=config.batch_size * world_size)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    state.generator = prepare_model(state.generator.to(memory_format=memory_format))
+    # D is never run in eval mode, so its BatchNorm running statistics need no per-forward broadcast.
+    state.discriminator = prepare_model(state.discriminator.to(memory_format=memory_format),
+                                        parallel_strategy_kwargs={"forward_sync_buffers": False})
+    if state.ema is not None:
+        state.ema.model.to(device)
+    if config.compile:
+        state.generator, state.discriminator = torch.compile(state.generator), torch.compile(state.discriminator)
+    return state, shape
+
+
+def _epoch_batches(config: TrainConfig, manifest: Manifest, world_size: int, rank: int, epoch: int,
+                   device: torch.device, health: DataHealth):
+    plan = plan_epoch(manifest.shards("train"), world_size, config.batch_size, epoch, config.seed,
+                      config.steps_per_epoch)
+    policy = ReadPolicy(strict=config.strict, attempts=config.read_attempts, outage_seconds=config.store_outage_seconds)
+    seed = _seed(config.seed, rank, epoch=epoch)
+    if config.loader_processes:
+        return process_batches(config.shards, plan, rank, manifest.image_spec, config.shuffle_buffer, seed, health,
+                               policy, config.loader_processes, pin_memory=device.type == "cuda")
+    return rank_batches(config.shards, plan, rank, manifest.image_spec, config.shuffle_buffer, seed, health, policy)
+
+
+class _QualityJudge:
+    """Rank 0's quality measurements: the EMA generator's metrics, the raw generator's fid_domain, the real-vs-real
+    floor at the same sample count, the memorisation share at the end, and the run's best generator kept."""
+
+    def __init__(self, config: TrainConfig, manifest: Manifest, tracker: RunLogger):
+        self.config, self.tracker = config, tracker
+        self.reference = load_reference(reference_location(config.shards, manifest))
+        self.floor = floor(self.reference, config.quality_samples)
+        # The run's own best so far, over restarts, resumes and PBT generations (a leader's does not count).
+        self.best_fid = tracker.lowest(BEST_METRIC)
+        self.last_step = -1
+
+    def measured_at(self, tick: Tick) -> bool:
+        return self.last_step == tick.end_step
+
+    def measure(self, state: TrainState, shape: ModelShape, final: bool) -> dict[str, float]:
+        config = self.config
+        quality = evaluate_generator(state.sampler, self.reference, config.latent_dim, config.quality_samples,
+                                     seed=config.seed, memorisation=final)
+        raw = (evaluate_generator(unwrap(state.generator), self.reference, config.latent_dim,
+                                  config.quality_samples, seed=config.seed) if state.ema is not None else quality)
+        quality = {**quality, "quality_raw/fid_domain": raw["quality/fid_domain"], **self.floor}
+        self.tracker.log_metrics(quality, state.step)
+        self.last_step = state.step
+        if quality["quality/fid_domain"] < self.best_fid:
+            self.best_fid = quality["quality/fid_domain"]
+            _log_best_generator(self.tracker, state, shape, self.best_fid)
+        return quality
 
 
 def _log_best_generator(tracker: RunLogger, state: TrainState, shape: ModelShape, fid: float) -> None:
@@ -153,11 +184,12 @@ def _log_best_generator(tracker: RunLogger, state: TrainState, shape: ModelShape
     tracker.log_metrics({BEST_METRIC: fid, "best/epoch": state.epoch}, state.step)
 
 
-def _to_device(images: torch.Tensor, device: torch.device, memory_format: torch.memory_format) -> torch.Tensor:
+def _to_device(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
     """uint8 batch -> float [-1, 1] on the device: a quarter of the bytes cross PCIe, and pinned host memory lets
     the copy overlap the previous step's kernels."""
     if device.type == "cuda":
         images = images.pin_memory()
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     return normalise(images.to(device, non_blocking=True)).contiguous(memory_format=memory_format)
 
 
@@ -211,11 +243,17 @@ def _report(state: TrainState, metrics: dict[str, float], config: TrainConfig, r
                      checkpoint_upload_mode=CheckpointUploadMode.ASYNC, delete_local_checkpoint_after_upload=True)
 
 
-def _progress_line(metrics: dict[str, float], epochs: int) -> str:
-    return (f"epoch {metrics['epoch']}/{epochs} step {metrics['step']}  loss/D {metrics.get('loss/D', float('nan')):.3f}"
-            f"  loss/G {metrics.get('loss/G', float('nan')):.3f}  D(x) {metrics.get('disc/D_x', float('nan')):.2f}"
-            f"  D(G(z)) {metrics.get('disc/D_G_z', float('nan')):.2f}  {metrics['perf/epoch_img_per_s']:.0f} img/s"
-            + (f"  fid_domain {metrics['quality/fid_domain']:.1f}" if "quality/fid_domain" in metrics else ""))
+def _progress_line(metrics: dict[str, float], ticks: int, eta_seconds: float, measured: bool) -> str:
+    """One line per report: where the run is, its pace and losses, and quality only when it was measured."""
+    minutes, seconds = divmod(int(eta_seconds), 60)
+    line = (f"tick {metrics['tick']}/{ticks}  epoch {metrics['epoch']}  {metrics['kimg']:.1f} kimg  "
+            f"{metrics['perf/epoch_img_per_s']:.0f} img/s  loss/D {metrics.get('loss/D', math.nan):.3f}  "
+            f"loss/G {metrics.get('loss/G', math.nan):.3f}  ETA {minutes}:{seconds:02d}")
+    if measured:
+        line += (f"  fid_domain {metrics['quality/fid_domain']:.1f} (floor {metrics['quality/fid_domain_floor']:.1f})"
+                 f"  kid {metrics['quality/kid']:.4g} (floor {metrics['quality/kid_floor']:.4g})"
+                 f"  P/R {metrics['quality/precision']:.2f}/{metrics['quality/recall']:.2f}")
+    return line
 
 
 def build_trainer(config: TrainConfig, run_id: str | None, callbacks: list | None = None,

@@ -1,6 +1,8 @@
-"""Entry point: a dataset (the bundled digits, or --from-folder DIR) -> WebDataset shards + shards.json.
+"""Entry point: a dataset (all of MNIST by default, the bundled 8x8 digits, or --from-folder DIR) -> WebDataset
+shards + shards.json.
 
-    python -m jobs.make_shards --out data/digits
+    python -m jobs.make_shards                      # data/mnist: 60,000 train / 10,000 holdout
+    python -m jobs.make_shards --dataset digits     # data/digits: 1,617 / 180
     python -m jobs.make_shards --from-folder ~/celeba --resolution 64 --channels 3 --out data/celeba
 """
 from __future__ import annotations
@@ -9,29 +11,32 @@ import sys
 
 from gan.config import ConfigError, ShardConfig, parse
 from gan.manifest import ManifestError
+from gan.mnist import DatasetUnavailable
 from gan.shard_writer import copy_shards, write_shards
+from gan.sources import load_dataset, load_folder, stratified_subset
 from gan.storage import StorageError
-from gan.sources import load_digits, load_folder
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         config = parse(ShardConfig, argv)
+        out = config.destination()
         if config.upload_from:
-            manifest = copy_shards(config.upload_from, config.out)
+            manifest = copy_shards(config.upload_from, out)
         else:
             data = (load_folder(config.from_folder, config.resolution, config.channels) if config.from_folder
-                    else load_digits(config.resolution, config.channels))
+                    else load_dataset(config.dataset, config.resolution, config.channels, config.cache_dir))
             if data.unreadable:
                 print(f"make_shards: skipped {data.unreadable} unreadable image files in {config.from_folder}")
-            manifest = write_shards(data, config.out, config.samples_per_shard, config.holdout_fraction, config.seed,
+            data = stratified_subset(data, config.max_images, config.seed)
+            manifest = write_shards(data, out, config.samples_per_shard, config.holdout_fraction, config.seed,
                                     config.image_format)
-    except (ConfigError, ManifestError, StorageError, FileNotFoundError, ValueError) as error:
+    except (ConfigError, ManifestError, StorageError, DatasetUnavailable, FileNotFoundError, ValueError) as error:
         print(f"make_shards: {error}", file=sys.stderr)
         return 2
     counts = ", ".join(f"{split}: {len(shards)} shards / {manifest.sample_count(split)} images"
                        for split, shards in manifest.splits.items())
-    print(f"make_shards: wrote {config.out} ({counts}; {manifest.resolution}px x {manifest.channels}ch, "
+    print(f"make_shards: wrote {out} ({counts}; {manifest.resolution}px x {manifest.channels}ch, "
           f"{manifest.image_format}; dataset hash {manifest.dataset_hash})")
     return 0
 
