@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loader import samples_per_second  # noqa: E402  (bench/loader.py beside this file)
 
 from gan import storage  # noqa: E402
+from gan.augment import parse_policy  # noqa: E402
 from gan.config import TrainConfig, parse  # noqa: E402
 from gan.local_services import start_seaweedfs  # noqa: E402
 from gan.models import ModelShape  # noqa: E402
@@ -51,7 +52,10 @@ def reference_img_per_s(resolution: int, channels: int, batch: int, steps: int, 
     """The bare loop, with the job's default memory layout and precision so both sides do the same arithmetic."""
     defaults = TrainConfig()
     torch.set_num_threads(threads)
-    state = TrainState.create(ModelShape(resolution, channels, 100, 64, 64), 2e-4, 0.5, seed=0)
+    state = TrainState.create(ModelShape(resolution, channels, defaults.latent_dim, defaults.g_features,
+                                         defaults.d_features), 2e-4, 0.5, seed=0,
+                              ema_half_life_kimg=defaults.ema_half_life_kimg, ema_rampup=defaults.ema_rampup,
+                              augment=parse_policy(defaults.diffaugment, channels), images_per_step=batch)
     layout = torch.channels_last if defaults.channels_last else torch.contiguous_format
     state.generator.to(memory_format=layout)
     state.discriminator.to(memory_format=layout)

@@ -4,7 +4,8 @@ means the same on 1,797 images and on 10 million.
 A run ends at --kimg thousand images or after --epochs data epochs, whichever comes first (either may be 0 = no
 bound). It reports (progress line, metrics, sample grid, checkpoint, one `ray.train.report` per rank) every
 --tick-kimg thousand images and at the end of every data epoch, whichever comes first, so a short epoch (the digits)
-still reports once per epoch as before and a long one (MNIST: 60,000 images) reports several times inside it.
+still reports once per epoch as before and a long one (MNIST: 60,000 images) reports several times inside it. A tick
+boundary less than half a tick after an epoch's start is skipped, so an epoch end is not followed by a stub tick.
 Epochs stay what the data reader deals shards by (gan/data.py). Pure arithmetic: every rank computes the same ticks.
 """
 from __future__ import annotations
@@ -68,7 +69,10 @@ def build_schedule(shards: list[ShardInfo], world_size: int, batch_size: int, se
         while offset < epoch_steps and step < limit:
             steps = min(epoch_steps - offset, limit - step)
             if tick_steps:
-                steps = min(steps, tick_steps - step % tick_steps)
+                to_boundary = tick_steps - step % tick_steps
+                if offset == 0 and to_boundary < tick_steps / 2:
+                    to_boundary += tick_steps
+                steps = min(steps, to_boundary)
             ticks.append(Tick(len(ticks) + 1, epoch, offset, int(steps), step, offset + steps == epoch_steps))
             offset, step = offset + steps, step + steps
         epoch += 1

@@ -81,7 +81,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 window_start = time.perf_counter()
         state.epoch = tick.epoch + 1 if tick.ends_epoch else state.epoch
         metrics = {"epoch": state.epoch, "tick": tick.index, "kimg": state.step * schedule.images_per_step / 1000,
-                   **timer.finish(tick.steps * schedule.images_per_step), **sum_across_ranks(batches.health.unreported_metrics())}
+                   **timer.finish(tick.steps * schedule.images_per_step),
+                   **sum_across_ranks(batches.health.unreported_metrics())}
         tracker.log_metrics(metrics, state.step)
         if judge is not None and (tick.index % config.quality_every == 0 or tick.index in (1, last.index)):
             quality = judge.measure(state, shape, final=tick.index == last.index)

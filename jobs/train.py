@@ -12,6 +12,7 @@ from gan.classifier import ensure_reference
 from gan.config import ConfigError, TrainConfig, parse, to_dict
 from gan.data import plan_epoch
 from gan.manifest import ManifestError, read_manifest
+from gan.shard_reader import DataError
 from gan.tracking import check_tracking
 
 
@@ -33,6 +34,9 @@ def check_against_shards(config: TrainConfig) -> dict[str, str]:
         print(f"train: domain classifier for quality metrics {'trained' if built else 'loaded'} "
               f"(holdout accuracy {reference.test_accuracy:.3f})", flush=True)
         facts["quality.classifier_test_accuracy"] = f"{reference.test_accuracy:.4f}"
+        facts["quality.reference_images"] = (f"{reference.statistics_images} train images"
+                                             + (" the classifier was not fitted on" if reference.statistics_unseen
+                                                else " (all; the classifier was fitted on them too)"))
     return {**facts, "data.dataset_hash": manifest.dataset_hash, "data.source": manifest.source,
             "data.train_samples": str(manifest.sample_count("train")), "data.channels": str(manifest.channels),
             "data.image_format": manifest.image_format, "data.steps_per_epoch": str(plan.steps)}
@@ -73,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = parse(TrainConfig, argv).resolved()
         data_facts = check_against_shards(config)
-    except (ConfigError, ManifestError, storage.StorageError, ValueError) as error:
+    except (ConfigError, ManifestError, DataError, storage.StorageError, ValueError) as error:
         print(f"train: {error}", file=sys.stderr)
         return 2
     try:

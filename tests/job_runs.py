@@ -16,7 +16,8 @@ from gan.manifest import read_manifest
 from tests.conftest import clean_env
 
 # Full-width models (about 5 s per epoch here), so a fault can land in the middle of an epoch.
-EPOCH_FLAGS = ["--batch-size", "16", "--quality-every", "0", "--log-every", "5", "--num-workers", "2"]
+EPOCH_FLAGS = ["--batch-size", "16", "--quality-every", "0", "--log-every", "5", "--num-workers", "2",
+               "--g-features", "64", "--d-features", "64"]
 
 
 def expected_steps(shards: Path, epochs: int, workers: int = 2, batch_size: int = 16) -> int:

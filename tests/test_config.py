@@ -28,6 +28,9 @@ def test_yaml_fills_fields_and_cli_wins(tmp_path):
     (["--batch-size", "abc"], "--batch-size"),
     (["--epochs", "2.5"], "--epochs"),
     (["--lr", "nan"], "--lr"),
+    (["--ema-half-life-kimg", "-1"], "--ema-half-life-kimg"),
+    (["--diffaugment", "translation,rotate"], "--diffaugment"),
+    (["--kimg", "-5"], "--kimg"),
 ])
 def test_bad_values_are_rejected_naming_the_field(argv, flag):
     with pytest.raises(ConfigError) as error:
@@ -78,3 +81,14 @@ def test_every_job_prints_its_help_with_each_field_and_default(job):
     result = subprocess.run([sys.executable, "-m", f"jobs.{job}", "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "--config" in result.stdout and "(default:" in result.stdout
+
+
+def test_the_stabilisers_and_the_length_come_from_yaml_and_flags(tmp_path):
+    path = tmp_path / "job.yaml"
+    path.write_text("ema-half-life-kimg: 2.5\ndiffaugment: translation\nkimg: 30\n")
+    config = parse(TrainConfig, ["--config", str(path), "--diffaugment", "translation,cutout,color", "--epochs", "4"])
+    assert (config.ema_half_life_kimg, config.diffaugment) == (2.5, "translation,cutout,color")
+    assert config.length() == (4, 30.0)  # both bounds given: whichever comes first ends the run
+    from gan.config import DEFAULT_KIMG
+    assert parse(TrainConfig, []).length() == (0, DEFAULT_KIMG)  # neither given: the default length
+    assert parse(TrainConfig, ["--epochs", "3"]).length() == (3, 0.0)  # epochs alone: no image bound sneaks in

@@ -127,6 +127,15 @@ def test_a_killed_worker_restores_and_finishes_in_one_mlflow_run(killed_run, une
 
 
 @pytest.mark.slow
+def test_the_console_shows_one_progress_line_per_report_and_no_ray_report_lines(killed_run):
+    out = (killed_run["work"] / "train.out").read_text()
+    assert "Reporting training result" not in out  # Ray Train's own per-report lines, hidden without --verbose
+    # Ticks 1..3, each once: rank 0 alone prints, and the tick the kill interrupted never reported.
+    lines = [line for line in out.splitlines() if " tick " in line]
+    assert [line.split(" tick ")[1].split()[0] for line in lines] == ["1/3", "2/3", "3/3"], lines
+
+
+@pytest.mark.slow
 def test_uneven_shards_and_bad_images_end_every_epoch_without_a_hang_and_are_counted(killed_run):
     client, run = the_run(killed_run["work"], "killed")
     assert steps_of(client, run, "epoch")  # every epoch ended on both ranks (a hang would have timed out)

@@ -6,7 +6,8 @@ from gan.classifier import ensure_reference, load_split
 from gan.data import normalise, plan_epoch, rank_batches
 from gan.manifest import read_manifest
 from gan.models import ModelShape
-from gan.quality import evaluate_generator, frechet_distance, precision_recall, quality_of_images
+from gan.quality import (evaluate_generator, floor, frechet_distance, kernel_inception_distance, memorised_share,
+                         precision_recall, quality_of_features, quality_of_images)
 from gan.state import TrainState
 from gan.step import train_step
 
@@ -81,3 +82,53 @@ def test_fid_falls_as_the_generator_trains(reference, digits_shards):
         if epoch in (2, 11):
             measured.append(evaluate_generator(state.generator, reference, 64, 500)["quality/fid_domain"])
     assert measured[0] > measured[1] > measured[2], measured
+
+
+def test_kid_is_unbiased_near_zero_for_one_distribution_and_positive_for_a_shift():
+    torch.manual_seed(0)
+    a, b = torch.randn(2000, 16), torch.randn(2000, 16)
+    same, same_std = kernel_inception_distance(a, b, subsets=10, subset_size=500)
+    shifted, _ = kernel_inception_distance(a, b + 0.5, subsets=10, subset_size=500)
+    assert abs(same) < 3 * same_std + 1e-3  # unbiased: centred on 0, negative values allowed
+    assert shifted > 20 * max(same_std, 1e-3)
+
+
+def test_the_floor_is_measured_at_the_generated_sample_count(reference):
+    at_100 = floor(reference, 100)
+    assert at_100["quality/floor_samples"] == 100
+    assert at_100["quality/fid_domain_floor"] == pytest.approx(
+        quality_of_features(reference, reference.holdout_features[:100])["quality/fid_domain"])
+    # More than the holdout holds (180 digits): measured on all of it, and the count says so.
+    assert floor(reference, 1000)["quality/floor_samples"] == len(reference.holdout_features) == 180
+
+
+def test_memorised_share_flags_copies_of_training_images_and_not_new_ones(reference):
+    train = reference.real_features
+    assert memorised_share(train, train[:200] + 1e-6) == 1.0
+    held_out = memorised_share(train, reference.holdout_features)
+    assert held_out < 0.8  # real unseen digits are not copies (measured 0.53)
+    assert memorised_share(train, train[:200] + 1e3) == 0.0
+
+
+def test_a_holdout_shard_cut_at_a_member_boundary_stops_the_reference(digits_shards, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+    import tarfile
+
+    from gan.shard_reader import DataError
+
+    shards = tmp_path / "shards"
+    shutil.copytree(digits_shards, shards, ignore=shutil.ignore_patterns("quality-*.pt"))
+    victim = shards / "holdout-000000.tar"
+    with tarfile.open(victim) as tar:
+        members = tar.getmembers()
+    # A valid tar holding only the first half of the samples: cut at a member boundary, as a failed upload leaves it.
+    cut = members[len(members) // 2]
+    victim.write_bytes(victim.read_bytes()[:cut.offset] + b"\0" * 1024)
+    with pytest.raises(DataError, match="holdout-000000.tar"):
+        ensure_reference(str(shards), read_manifest(str(shards)))
+    result = subprocess.run([sys.executable, "-m", "jobs.train", "--shards", str(shards), "--epochs", "1"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "holdout-000000.tar" in result.stderr and "samples" in result.stderr
+    assert "Started a local Ray instance" not in result.stdout + result.stderr

@@ -13,7 +13,10 @@ from jobs import train
 from tests.conftest import REPO, fid_of_generator, metric_values, new_lows
 
 EXPECTED_METRICS = {"loss/D", "loss/D_real", "loss/D_fake", "loss/G", "disc/D_x", "disc/D_G_z", "perf/img_per_s",
-                    "quality/fid_domain", "quality/precision", "quality/recall", "data/bad_shards"}
+                    "quality/fid_domain", "quality/precision", "quality/recall", "data/bad_shards",
+                    "quality/fid_domain_floor", "quality/kid", "quality/kid_floor", "quality_raw/fid_domain",
+                    "quality/precision_floor", "quality/recall_floor", "quality/memorised_share",
+                    "quality/memorised_share_floor", "tick", "kimg"}
 
 
 def _job_args(shards: Path, work: Path, epochs: int) -> list[str]:
@@ -57,6 +60,10 @@ def test_two_worker_run_is_tracked_in_mlflow(trained):
     assert EXPECTED_METRICS <= set(run.data.metrics)
     assert run.data.params["lr"] == "0.0002" and run.data.params["num_workers"] == "2"
     assert run.data.params["data.image_format"] == "raw"  # make_shards' default
+    assert float(run.data.params["quality.classifier_test_accuracy"]) > 0.9
+    # The memorisation share is measured once, at the end; the floor beside every quality measurement.
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "quality/memorised_share")] == [6]
+    assert len(client.get_metric_history(run.info.run_id, "quality/fid_domain_floor")) == 2
     # The logger thread made calls in both epochs (a grid, metric batches) and cannot have used more than a core.
     shares = [m.value for m in client.get_metric_history(run.info.run_id, "perf/tracking_cpu_share")]
     assert len(shares) == 2 and all(0 < share < 1 for share in shares), shares

@@ -1,0 +1,101 @@
+"""What each stabiliser buys: the default data and schedule trained once per setting, side by side in one run.
+
+Settings: baseline DCGAN, +EMA, +DiffAugment, +both (the default). Each row is the real training job (Ray Train,
+2 DDP workers, MLflow) and reports the final EMA-or-raw generator's fid_domain against its real-vs-real floor at the
+same sample count, KID and its floor, precision, recall, the memorisation share and the wall time; one sample grid
+per row is written beside the table.
+
+    .venv/bin/python bench/quality_table.py                                     # all of MNIST, ~6 min a row
+    .venv/bin/python bench/quality_table.py --shards data/mnist-5k --settings ema,both --tag subset-5k
+
+The Markdown table goes to stdout and to OUT/<tag>.md; the raw numbers to OUT/<tag>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from mlflow import MlflowClient
+from PIL import Image
+
+from gan.checkpoint import FINAL_MODEL_DIR, GENERATOR_FILE, load_generator
+from gan.config import TrainConfig, parse
+from gan.images import image_grid
+from jobs.train import check_against_shards, run
+
+SETTINGS = {  # name -> (what it is, flags)
+    "baseline": ("DCGAN (Radford et al. 2015)", ["--ema-half-life-kimg", "0", "--diffaugment", ""]),
+    "ema": ("+ EMA of G", ["--diffaugment", ""]),
+    "diffaugment": ("+ DiffAugment", ["--ema-half-life-kimg", "0"]),
+    "both": ("+ EMA + DiffAugment (default)", []),
+}
+COLUMNS = ("quality/fid_domain", "quality/fid_domain_floor", "quality/kid", "quality/kid_floor", "quality/precision",
+           "quality/recall", "quality/memorised_share", "quality/memorised_share_floor", "quality_raw/fid_domain")
+
+
+def train_row(name: str, shards: str, work: Path, extra: list[str]) -> dict:
+    flags = SETTINGS[name][1]
+    config = parse(TrainConfig, ["--shards", shards, "--storage-path", str(work / "ray"), "--run-name", name,
+                                 "--tracking-uri", f"sqlite:///{work / 'mlruns.db'}", "--artifact-root",
+                                 str(work / "mlartifacts"), "--experiment", "quality-table", *flags, *extra]).resolved()
+    start = time.perf_counter()
+    run(config, check_against_shards(config))
+    seconds = time.perf_counter() - start
+    client = MlflowClient(config.tracking_uri)
+    (found,) = client.search_runs([client.get_experiment_by_name("quality-table").experiment_id],
+                                  filter_string=f"tags.`ray.run_name` = '{name}'")
+    row = {"setting": name, "seconds": seconds, "kimg": found.data.metrics["kimg"],
+           **{key: found.data.metrics[key] for key in COLUMNS}}
+    path = client.download_artifacts(found.info.run_id, f"{FINAL_MODEL_DIR}/{GENERATOR_FILE}", str(work))
+    generator = load_generator(path)
+    with torch.no_grad():
+        images = generator(torch.randn(64, generator.shape.latent_dim, generator=torch.Generator().manual_seed(1)))
+    row["grid"] = image_grid(images)
+    return row
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| setting | fid_domain (floor) | × floor | raw G fid_domain | KID (floor) | precision | recall | "
+             "memorised (floor) | kimg | wall |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(
+            f"| {SETTINGS[row['setting']][0]} | {row['quality/fid_domain']:.1f} ({row['quality/fid_domain_floor']:.1f})"
+            f" | {row['quality/fid_domain'] / row['quality/fid_domain_floor']:.1f} | "
+            f"{row['quality_raw/fid_domain']:.1f} | {row['quality/kid']:.0f} ({row['quality/kid_floor']:.0f}) | "
+            f"{row['quality/precision']:.2f} | {row['quality/recall']:.2f} | {row['quality/memorised_share']:.2f} "
+            f"({row['quality/memorised_share_floor']:.2f}) | {row['kimg']:.0f} | {row['seconds'] / 60:.1f} min |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shards", default="data/mnist")
+    parser.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated, of {', '.join(SETTINGS)}")
+    parser.add_argument("--tag", default="mnist", help="name of the table and its grids")
+    parser.add_argument("--out", default="docs/quality", help="folder for the table, the JSON and the grids")
+    args, extra = parser.parse_known_args()  # anything else goes to every training run, e.g. --kimg 60
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="quality-table-") as work:
+        for name in args.settings.split(","):
+            row = train_row(name, args.shards, Path(work), extra)
+            Image.fromarray(row.pop("grid")).save(out / f"{args.tag}-{name}.png")
+            rows.append(row)
+            print(markdown(rows[-1:]).splitlines()[-1], flush=True)
+    table = markdown(rows)
+    command = "bench/quality_table.py " + " ".join(sys.argv[1:])
+    (out / f"{args.tag}.md").write_text(f"{table}\n\nMeasured with `.venv/bin/python {command}`.\n")
+    (out / f"{args.tag}.json").write_text(json.dumps({"command": command, "rows": rows}, indent=2))
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""The generator's EMA: the half-life arithmetic, the ramp-up, and that it survives a checkpoint round trip."""
+import pytest
+import torch
+
+from gan.checkpoint import GENERATOR_FILE, load_checkpoint, load_generator, save_checkpoint, save_generator
+from gan.ema import GeneratorEMA
+from gan.models import ModelShape
+from gan.state import TrainState
+
+SHAPE = ModelShape(32, 1, latent_dim=8, g_features=4, d_features=4)
+
+
+def test_after_one_half_life_of_images_the_average_is_half_way():
+    live = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(live.weight)
+    ema = GeneratorEMA(live, half_life_kimg=1.0, rampup=0.0)
+    torch.nn.init.ones_(live.weight)  # the weights jump to 1; the average started at 0
+    for step in range(1, 11):  # 10 steps of 100 images = one half-life
+        ema.update(live, images_seen=step * 100, batch_images=100)
+    assert ema.model.weight.item() == pytest.approx(0.5, rel=1e-6)
+
+
+def test_the_ramp_up_caps_the_half_life_early_in_training():
+    ema = GeneratorEMA(torch.nn.Linear(1, 1), half_life_kimg=10.0, rampup=0.05)
+    # After 2,000 images the half-life is at most 100 images: a step of 100 images halves the old average's weight.
+    assert ema.beta(images_seen=2_000, batch_images=100) == pytest.approx(0.5)
+    assert ema.beta(images_seen=10_000_000, batch_images=100) == pytest.approx(0.5 ** (100 / 10_000))
+
+
+def test_ema_state_survives_a_checkpoint_and_is_what_gets_saved(tmp_path):
+    state = TrainState.create(SHAPE, 2e-4, 0.5, seed=0, ema_half_life_kimg=1.0, ema_rampup=0.0)
+    with torch.no_grad():
+        for param in state.ema.model.parameters():
+            param.add_(torch.randn_like(param))  # the average differs from the live generator
+    state.step, state.epoch = 7, 1
+    save_checkpoint(state, tmp_path / "ckpt", {})
+    restored = TrainState.create(SHAPE, 2e-4, 0.5, seed=1, ema_half_life_kimg=1.0, ema_rampup=0.0)
+    load_checkpoint(restored, tmp_path / "ckpt")
+    for a, b in zip(state.ema.model.state_dict().values(), restored.ema.model.state_dict().values()):
+        assert torch.equal(a, b)
+    # The saved model (best/, model/) is the EMA generator, not the raw one.
+    saved = load_generator(save_generator(restored, tmp_path / GENERATOR_FILE, SHAPE.__dict__))
+    z = torch.randn(4, SHAPE.latent_dim)
+    with torch.no_grad():
+        assert torch.equal(saved(z), state.ema.model(z))
+        assert not torch.equal(saved(z), state.generator.eval()(z))
+
+
+def test_a_checkpoint_from_before_the_ema_starts_the_average_at_its_weights(tmp_path):
+    plain = TrainState.create(SHAPE, 2e-4, 0.5, seed=3)
+    save_checkpoint(plain, tmp_path / "old", {})
+    with_ema = TrainState.create(SHAPE, 2e-4, 0.5, seed=4, ema_half_life_kimg=1.0)
+    load_checkpoint(with_ema, tmp_path / "old")
+    for a, b in zip(with_ema.ema.model.state_dict().values(), plain.generator.state_dict().values()):
+        assert torch.equal(a, b)
