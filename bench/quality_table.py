@@ -1,6 +1,6 @@
 """What each stabiliser buys: the default data and schedule trained once per setting, side by side in one run.
 
-Settings: baseline DCGAN, +EMA, +DiffAugment, +both (the default). Each row is the real training job (Ray Train,
+Settings: baseline DCGAN, +EMA, +DiffAugment (translation, cutout), +both. Each row is the real training job (Ray Train,
 2 DDP workers, MLflow) and reports the final EMA-or-raw generator's fid_domain against its real-vs-real floor at the
 same sample count, KID and its floor, precision, recall, the memorisation share and the wall time; one sample grid
 per row is written beside the table.
@@ -29,11 +29,12 @@ from gan.config import TrainConfig, parse
 from gan.images import image_grid
 from jobs.train import check_against_shards, run
 
+AUGMENT = ["--diffaugment", "translation,cutout"]  # explicit: the default (auto) depends on the set's size
 SETTINGS = {  # name -> (what it is, flags)
     "baseline": ("DCGAN (Radford et al. 2015)", ["--ema-half-life-kimg", "0", "--diffaugment", ""]),
     "ema": ("+ EMA of G", ["--diffaugment", ""]),
-    "diffaugment": ("+ DiffAugment", ["--ema-half-life-kimg", "0"]),
-    "both": ("+ EMA + DiffAugment (default)", []),
+    "diffaugment": ("+ DiffAugment", ["--ema-half-life-kimg", "0", *AUGMENT]),
+    "both": ("+ EMA + DiffAugment", AUGMENT),
 }
 COLUMNS = ("quality/fid_domain", "quality/fid_domain_floor", "quality/kid", "quality/kid_floor", "quality/precision",
            "quality/recall", "quality/memorised_share", "quality/memorised_share_floor", "quality_raw/fid_domain")

@@ -50,10 +50,12 @@ def stratified_subset(data: ImageSet, max_images: int, seed: int) -> ImageSet:
     if max_images <= 0 or max_images >= len(train):
         return data
     rng = np.random.default_rng(seed)
-    keep = []
-    for label in np.unique(data.labels[train]):
-        members = train[data.labels[train] == label]
-        keep.append(rng.choice(members, size=round(max_images * len(members) / len(train)), replace=False))
+    labels, counts = np.unique(data.labels[train], return_counts=True)
+    shares = max_images * counts / len(train)
+    quotas = np.floor(shares).astype(int)
+    quotas[np.argsort(quotas - shares)[:max_images - quotas.sum()]] += 1  # largest remainders: exactly max_images
+    keep = [rng.choice(train[data.labels[train] == label], size=quota, replace=False)
+            for label, quota in zip(labels, quotas)]
     chosen = np.sort(np.concatenate(keep + ([np.flatnonzero(data.holdout)] if data.holdout is not None else [])))
     return ImageSet(data.images[chosen], data.labels[chosen], data.class_names, f"{data.source}, {max_images} train "
                     f"images (stratified, seed {seed})", data.unreadable,

@@ -43,6 +43,8 @@ def test_a_stratified_subset_keeps_each_class_share_and_the_whole_holdout():
     subset = stratified_subset(data, 100, seed=0)
     train_labels = subset.labels[~subset.holdout]
     assert np.bincount(train_labels).tolist() == [60, 30, 10] and subset.holdout.sum() == 30
+    # Shares that do not divide evenly still add up to exactly the number asked for.
+    assert (~stratified_subset(data, 99, seed=0).holdout).sum() == 99
 
 
 @pytest.mark.slow
