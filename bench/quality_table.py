@@ -29,7 +29,7 @@ from gan.config import TrainConfig, parse
 from gan.images import image_grid
 from jobs.train import check_against_shards, run
 
-AUGMENT = ["--diffaugment", "translation,cutout"]  # explicit: the default (auto) depends on the set's size
+AUGMENT = ["--diffaugment", "translation,cutout"]  # explicit, so a rerun means the same whatever the default
 SETTINGS = {  # name -> (what it is, flags)
     "baseline": ("DCGAN (Radford et al. 2015)", ["--ema-half-life-kimg", "0", "--diffaugment", ""]),
     "ema": ("+ EMA of G", ["--diffaugment", ""]),

@@ -94,11 +94,11 @@ class TrainConfig:
                                              "the saved model. 0 = off.", min=0.0)
     ema_rampup: float = option(0.05, "EMA ramp-up: early on the half-life is at most this share of the images "
                                      "seen so far (0 = no ramp-up).", min=0.0, max=1.0)
-    diffaugment: str = option("auto", "DiffAugment policy (Zhao et al. 2020), applied to real and fake images before "
-                                      "every D call: a comma-separated subset of translation, cutout, color; auto = "
-                                      "translation,cutout (+color for RGB shards) on training sets of up to 10,000 "
-                                      "images and off above (it cost quality on all of MNIST: docs/quality.md); "
-                                      "'' = off.")
+    # Off by default: at the default length it cost quality on all of MNIST and on a 5,000-image subset alike
+    # (docs/quality.md); it is meant for long runs on small sets, where D overfits.
+    diffaugment: str = option("", "DiffAugment policy (Zhao et al. 2020), applied to real and fake images before "
+                                  "every D call: a comma-separated subset of translation, cutout, color, or auto = "
+                                  "translation,cutout (+color for RGB shards); '' = off.")
     # quality metric (gan/quality.py)
     quality_every: int = option(5, "Reports (ticks or epoch ends) between quality metrics (FID/KID/precision/recall "
                                    "in the domain classifier's features), also at the first and last; 0 = off.",

@@ -53,7 +53,7 @@ class TrainState:
     @property
     def sampler(self) -> nn.Module:
         """The generator that samples, is measured and is saved: the EMA one when it is on."""
-        return self.ema.model if self.ema is not None else unwrap(self.generator)
+        return self.ema.sampler() if self.ema is not None else unwrap(self.generator)
 
     def state_dict(self) -> dict[str, Any]:
         """Tensors, plain numbers and dicts only, so it loads with torch.load(weights_only=True)."""
@@ -79,6 +79,7 @@ class TrainState:
         if self.ema is not None:
             # A checkpoint from before the EMA was turned on starts the average at today's weights.
             self.ema.model.load_state_dict(saved.get("generator_ema", unwrap(self.generator).state_dict()))
+            self.ema.stale = True
 
     def set_lr(self, lr: float, lr_d: float = 0.0) -> None:
         """Apply the learning rates after a restore (a restored optimiser state carries the old ones)."""

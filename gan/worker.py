@@ -118,8 +118,7 @@ def _build_state(config: TrainConfig, manifest: Manifest, world_size: int,
     shape = ModelShape(manifest.resolution, manifest.channels, config.latent_dim, config.g_features, config.d_features)
     state = TrainState.create(shape, config.lr, config.beta1, config.seed, lr_d=config.lr_d,
                               ema_half_life_kimg=config.ema_half_life_kimg, ema_rampup=config.ema_rampup,
-                              augment=parse_policy(config.diffaugment, manifest.channels,
-                                                   manifest.sample_count("train")),
+                              augment=parse_policy(config.diffaugment, manifest.channels),
                               images_per_step=config.batch_size * world_size)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     state.generator = prepare_model(state.generator.to(memory_format=memory_format))

@@ -39,7 +39,7 @@ def check_against_shards(config: TrainConfig) -> dict[str, str]:
         facts["quality.reference_images"] = (f"{reference.statistics_images} train images"
                                              + (" the classifier was not fitted on" if reference.statistics_unseen
                                                 else " (all; the classifier was fitted on them too)"))
-    policy = parse_policy(config.diffaugment, manifest.channels, manifest.sample_count("train"))
+    policy = parse_policy(config.diffaugment, manifest.channels)
     facts["augment.policy"] = ",".join(policy) or "off"  # what --diffaugment (e.g. auto) means on these shards
     return {**facts, "data.dataset_hash": manifest.dataset_hash, "data.source": manifest.source,
             "data.train_samples": str(manifest.sample_count("train")), "data.channels": str(manifest.channels),

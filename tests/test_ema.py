@@ -42,8 +42,24 @@ def test_ema_state_survives_a_checkpoint_and_is_what_gets_saved(tmp_path):
     saved = load_generator(save_generator(restored, tmp_path / GENERATOR_FILE, SHAPE.__dict__))
     z = torch.randn(4, SHAPE.latent_dim)
     with torch.no_grad():
-        assert torch.equal(saved(z), state.ema.model(z))
+        assert torch.equal(saved(z), state.sampler(z))
         assert not torch.equal(saved(z), state.generator.eval()(z))
+
+
+def test_the_ema_generator_s_batchnorm_statistics_are_measured_for_its_own_weights():
+    state = TrainState.create(SHAPE, 2e-4, 0.5, seed=0, ema_half_life_kimg=1.0)
+    with torch.no_grad():
+        for param in state.ema.model.parameters():
+            param.mul_(3.0)  # averaged weights whose activations the live generator's statistics do not describe
+    sampler = state.sampler
+    first_conv, first_norm = sampler.net[0], sampler.net[1]
+    with torch.no_grad():
+        activations = first_conv(torch.randn(4096, SHAPE.latent_dim, 1, 1))
+    assert torch.allclose(first_norm.running_mean, activations.mean(dim=(0, 2, 3)), rtol=0.1, atol=0.02)
+    assert not sampler.training and not state.ema.stale
+    state.step += 1
+    state.ema.update(state.generator, 100, 10)
+    assert state.ema.stale  # new weights: measured again at the next use
 
 
 def test_a_checkpoint_from_before_the_ema_starts_the_average_at_its_weights(tmp_path):
