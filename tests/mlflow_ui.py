@@ -75,9 +75,19 @@ def open_model_metrics(page, base_url: str, experiment_id: str, run_id: str, sea
 
 
 def chart_card(page, title: str):
-    """One chart card of the run's metrics page, found by its title (the metric name after its prefix)."""
+    """One chart card of the run's metrics page, found by its title (the metric name after its prefix) and scrolled
+    into view as a user would: MLflow renders a chart only once it is on screen, and a search can list more cards
+    than fit (`samples` also finds data/skipped_samples and quality/floor_samples)."""
     cards = page.get_by_test_id("experiment-view-compare-runs-card")
-    return cards.filter(has=page.get_by_text(title, exact=True)).first
+    card = cards.filter(has=page.get_by_text(title, exact=True)).first
+    page.mouse.move(page.viewport_size["width"] * 0.6, page.viewport_size["height"] * 0.6)  # over the charts pane
+    for _ in range(40):
+        if card.count():
+            card.scroll_into_view_if_needed()
+            return card
+        page.mouse.wheel(0, 500)
+        page.wait_for_timeout(250)
+    return card
 
 
 def plotted_line_count(card) -> int:

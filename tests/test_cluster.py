@@ -53,7 +53,7 @@ def test_submitted_training_job_succeeds_and_leaves_its_run_and_checkpoint(ray_c
                      "--steps-per-epoch", "3", "--batch-size", "16", "--g-features", "8", "--d-features", "8",
                      "--latent-dim", "16", "--log-every", "1", "--quality-every", "0", wait=True)
     assert "SUCCEEDED" in _status(ray_cluster, job_id), result.stdout[-3000:] + result.stderr[-3000:]
-    assert "epoch 2/2 step 6" in result.stdout  # the progress line, as `ray job logs` shows it
+    assert "tick 2/2  epoch 2  0.2 kimg" in result.stdout  # the progress line, as `ray job logs` shows it
 
     client = MlflowClient(tracking)  # the job found its tracking URI in the runtime env alone
     (run,) = client.search_runs([client.get_experiment_by_name("dcgan").experiment_id])
