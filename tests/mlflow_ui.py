@@ -79,14 +79,15 @@ def chart_card(page, title: str):
     into view as a user would: MLflow renders a chart only once it is on screen, and a search can list more cards
     than fit (`samples` also finds data/skipped_samples and quality/floor_samples)."""
     cards = page.get_by_test_id("experiment-view-compare-runs-card")
+    cards.first.wait_for()  # the search is applied and the first charts are laid out: scroll only past those
     card = cards.filter(has=page.get_by_text(title, exact=True)).first
     page.mouse.move(page.viewport_size["width"] * 0.6, page.viewport_size["height"] * 0.6)  # over the charts pane
     for _ in range(40):
         if card.count():
-            card.scroll_into_view_if_needed()
-            return card
+            break
         page.mouse.wheel(0, 500)
         page.wait_for_timeout(250)
+    card.scroll_into_view_if_needed()
     return card
 
 
