@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -70,6 +70,7 @@ class QualityReference:
     train_seconds: float
     statistics_images: int  # train images behind real_mean/real_cov
     statistics_unseen: bool  # True when the classifier was not fitted on them (see train_reference)
+    problems: list[str] = field(default_factory=list)  # bad shards skipped while building it (such one is not cached)
 
     def classifier(self) -> DomainClassifier:
         model = DomainClassifier(self.channels, self.num_classes)
@@ -85,14 +86,16 @@ class ReferenceOutdated(ValueError):
     """A cached reference written by another version of this code; it is rebuilt."""
 
 
-def load_split(shards_root: str, manifest: Manifest, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+def load_split(shards_root: str, manifest: Manifest, split: str, strict: bool = True,
+               health: DataHealth | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """A split's images (float, [-1, 1]) and labels in memory, in manifest order.
 
-    Read strictly, whatever the run's --strict: the reference is cached and every later run is measured against it,
-    so a missing, corrupt or cut shard (even one cut cleanly at a member boundary) fails here, naming the shard."""
+    Read with the same integrity checks as training shards: a missing, corrupt or cut shard (even one cut cleanly at a
+    member boundary) fails under `strict`, naming the shard, or is skipped and counted in `health`."""
     images, labels = [], []
     for image, label, _ in rank_samples(shards_root, tuple(manifest.shards(split)), manifest.image_spec,
-                                        shuffle_buffer=1, seed=0, health=DataHealth(), policy=ReadPolicy(strict=True)):
+                                        shuffle_buffer=1, seed=0, health=health or DataHealth(),
+                                        policy=ReadPolicy(strict=strict)):
         images.append(image)
         labels.append(label)
     return normalise(torch.from_numpy(np.stack(images))), torch.tensor(labels)
@@ -104,7 +107,7 @@ def feature_statistics(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 
 
 def train_reference(shards_root: str, manifest: Manifest, epochs: int = CLASSIFIER_EPOCHS,
-                    max_images: int = CLASSIFIER_MAX_IMAGES, seed: int = 0) -> QualityReference:
+                    max_images: int = CLASSIFIER_MAX_IMAGES, seed: int = 0, strict: bool = True) -> QualityReference:
     """Fit the classifier on (at most `max_images` of) the train split, test it on the holdout split, and keep the
     real statistics of the train images it was not fitted on (all of them for a small set) and the holdout's
     features."""
@@ -114,8 +117,9 @@ def train_reference(shards_root: str, manifest: Manifest, epochs: int = CLASSIFI
     start = time.perf_counter()
     torch.manual_seed(seed)
     shifts = np.random.default_rng(seed)
-    images, labels = load_split(shards_root, manifest, "train")
-    test_images, test_labels = load_split(shards_root, manifest, "holdout")
+    health = DataHealth()
+    images, labels = load_split(shards_root, manifest, "train", strict, health)
+    test_images, test_labels = load_split(shards_root, manifest, "holdout", strict, health)
     model = DomainClassifier(manifest.channels, len(manifest.class_names))
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
     # The classifier is fitted on up to max_images train images; the real statistics come from the others when at
@@ -144,7 +148,7 @@ def train_reference(shards_root: str, manifest: Manifest, epochs: int = CLASSIFI
     keep = torch.randperm(len(features), generator=torch.Generator().manual_seed(seed))[:MAX_REFERENCE_FEATURES]
     return QualityReference(manifest.dataset_hash, manifest.channels, len(manifest.class_names), model.state_dict(),
                             accuracy, mean, cov, features[keep], model.features(test_images),
-                            time.perf_counter() - start, len(statistics), statistics is rest)
+                            time.perf_counter() - start, len(statistics), statistics is rest, health.problems)
 
 
 def save_reference(reference: QualityReference, location: str) -> None:
@@ -161,12 +165,29 @@ def load_reference(location: str) -> QualityReference:
     return QualityReference(**saved)
 
 
-def ensure_reference(shards_root: str, manifest: Manifest) -> tuple[QualityReference, bool]:
-    """The cached reference for this shard set, trained and saved first if there is none. (reference, built_now)"""
+def ensure_reference(shards_root: str, manifest: Manifest, strict: bool = True) -> tuple[QualityReference, bool]:
+    """The cached reference for this shard set, trained and saved first if there is none. (reference, built_now)
+
+    Every later run is measured against a cached reference, so one built without some bad shards (not `strict`:
+    `reference.problems` names them) is saved apart, as `.partial.pt`, for this run's workers only: the next run
+    builds it again, and once the shards are fixed the full one is cached."""
     location = reference_location(shards_root, manifest)
     try:
         return load_reference(location), False
     except (FileNotFoundError, ReferenceOutdated):
-        reference = train_reference(shards_root, manifest)
-        save_reference(reference, location)
+        reference = train_reference(shards_root, manifest, strict=strict)
+        save_reference(reference, partial_location(location) if reference.problems else location)
         return reference, True
+
+
+def partial_location(location: str) -> str:
+    return location.removesuffix(".pt") + ".partial.pt"
+
+
+def load_run_reference(shards_root: str, manifest: Manifest) -> QualityReference:
+    """The reference the driver prepared for this run: the cached one, else the partial one it just built."""
+    location = reference_location(shards_root, manifest)
+    try:
+        return load_reference(location)
+    except FileNotFoundError:
+        return load_reference(partial_location(location))

@@ -23,7 +23,7 @@ from gan import storage
 from gan.augment import parse_policy
 from gan.checkpoint import (BEST_MODEL_DIR, FINAL_MODEL_DIR, GENERATOR_FILE, load_checkpoint, save_checkpoint,
                             save_generator)
-from gan.classifier import load_reference, reference_location
+from gan.classifier import load_run_reference
 from gan.config import TrainConfig, from_dict, to_dict
 from gan.data import BatchStream, normalise, plan_epoch, rank_batches
 from gan.images import sample_grid
@@ -150,7 +150,7 @@ class _QualityJudge:
 
     def __init__(self, config: TrainConfig, manifest: Manifest, tracker: RunLogger):
         self.config, self.tracker = config, tracker
-        self.reference = load_reference(reference_location(config.shards, manifest))
+        self.reference = load_run_reference(config.shards, manifest)
         self.floor = floor(self.reference, config.quality_samples)
         # The run's own best so far, over restarts, resumes and PBT generations (a leader's does not count).
         self.best_fid = tracker.lowest(BEST_METRIC)

@@ -32,9 +32,14 @@ def check_against_shards(config: TrainConfig) -> dict[str, str]:
                       config.steps_per_epoch)
     facts = {}
     if config.quality_every:
-        reference, built = ensure_reference(config.shards, manifest)
+        reference, built = ensure_reference(config.shards, manifest, strict=config.strict)
         print(f"train: domain classifier for quality metrics {'trained' if built else 'loaded'} "
               f"(holdout accuracy {reference.test_accuracy:.3f})", flush=True)
+        if reference.problems:
+            print(f"train: the quality reference skipped {len(reference.problems)} bad shard(s) and is not cached "
+                  f"(rebuilt once they are fixed; --strict fails instead): {'; '.join(reference.problems)}",
+                  file=sys.stderr, flush=True)
+            facts["quality.reference_bad_shards"] = str(len(reference.problems))
         facts["quality.classifier_test_accuracy"] = f"{reference.test_accuracy:.4f}"
         facts["quality.reference_images"] = (f"{reference.statistics_images} train images"
                                              + (" the classifier was not fitted on" if reference.statistics_unseen

@@ -126,9 +126,17 @@ def test_a_holdout_shard_cut_at_a_member_boundary_stops_the_reference(digits_sha
     # A valid tar holding only the first half of the samples: cut at a member boundary, as a failed upload leaves it.
     cut = members[len(members) // 2]
     victim.write_bytes(victim.read_bytes()[:cut.offset] + b"\0" * 1024)
+    manifest = read_manifest(str(shards))
     with pytest.raises(DataError, match="holdout-000000.tar"):
-        ensure_reference(str(shards), read_manifest(str(shards)))
-    result = subprocess.run([sys.executable, "-m", "jobs.train", "--shards", str(shards), "--epochs", "1"],
+        ensure_reference(str(shards), manifest, strict=True)
+    result = subprocess.run([sys.executable, "-m", "jobs.train", "--shards", str(shards), "--epochs", "1", "--strict"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "holdout-000000.tar" in result.stderr and "samples" in result.stderr
     assert "Started a local Ray instance" not in result.stdout + result.stderr
+    # Without --strict, as for a training shard: skipped, counted and named. The partial reference is kept apart, so
+    # the next run builds it again instead of measuring against half a holdout.
+    reference, built = ensure_reference(str(shards), manifest, strict=False)
+    assert built and len(reference.problems) == 1 and "holdout-000000.tar" in reference.problems[0]
+    assert len(reference.holdout_features) == 180 - 50  # the cut shard kept 50 of its 100 samples
+    assert not list(shards.glob(f"quality-{manifest.dataset_hash}.pt"))
+    assert ensure_reference(str(shards), manifest, strict=False)[1]  # built again, not loaded
