@@ -77,17 +77,23 @@ def open_model_metrics(page, base_url: str, experiment_id: str, run_id: str, sea
 def chart_card(page, title: str):
     """One chart card of the run's metrics page, found by its title (the metric name after its prefix) and scrolled
     into view as a user would: MLflow renders a chart only once it is on screen, and a search can list more cards
-    than fit (`samples` also finds data/skipped_samples and quality/floor_samples)."""
+    than fit (`samples` also finds data/skipped_samples and quality/floor_samples). The page re-lays out its cards
+    while charts load, so a card found a moment ago may be replaced: look again until one stays put."""
     cards = page.get_by_test_id("experiment-view-compare-runs-card")
     cards.first.wait_for()  # the search is applied and the first charts are laid out: scroll only past those
     card = cards.filter(has=page.get_by_text(title, exact=True)).first
     page.mouse.move(page.viewport_size["width"] * 0.6, page.viewport_size["height"] * 0.6)  # over the charts pane
     for _ in range(40):
         if card.count():
-            break
-        page.mouse.wheel(0, 500)
+            try:
+                card.scroll_into_view_if_needed(timeout=3_000)
+                return card
+            except Exception:  # noqa: BLE001 - detached or still moving: the next look finds the new card
+                pass
+        else:
+            page.mouse.wheel(0, 500)
         page.wait_for_timeout(250)
-    card.scroll_into_view_if_needed()
+    card.scroll_into_view_if_needed()  # the last try raises Playwright's own error, naming the card
     return card
 
 
