@@ -19,11 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
 from mlflow import MlflowClient
 from PIL import Image
 
-from gan.checkpoint import FINAL_MODEL_DIR, GENERATOR_FILE, load_generator
+from gan.registry import LOGGED_MODEL_NAME
+from gan.sampling import load, noise
 from gan.config import TrainConfig, parse
 from gan.images import image_grid
 from jobs.train import check_against_shards, run
@@ -52,11 +52,8 @@ def train_row(name: str, shards: str, work: Path, extra: list[str]) -> dict:
                                   filter_string=f"tags.`ray.run_name` = '{name}'")
     row = {"setting": name, "seconds": seconds, "kimg": found.data.metrics["kimg"],
            **{key: found.data.metrics[key] for key in COLUMNS}}
-    path = client.download_artifacts(found.info.run_id, f"{FINAL_MODEL_DIR}/{GENERATOR_FILE}", str(work))
-    generator = load_generator(path)
-    with torch.no_grad():
-        images = generator(torch.randn(64, generator.shape.latent_dim, generator=torch.Generator().manual_seed(1)))
-    row["grid"] = image_grid(images)
+    final = load(f"runs:/{found.info.run_id}/{LOGGED_MODEL_NAME}", config.tracking_uri)  # the newest: the last
+    row["grid"] = image_grid(final(noise(64, final.latent_dim, seed=1)))
     return row
 
 

@@ -12,8 +12,6 @@ from gan import storage
 from gan.state import TrainState
 
 STATE_FILE = "train_state.pt"
-GENERATOR_FILE = "generator.pt"
-FINAL_MODEL_DIR, BEST_MODEL_DIR = "model", "best"  # MLflow artifact folders: the last epoch's and the best one's G
 META_FILE = "meta.json"
 
 
@@ -42,20 +40,22 @@ def load_checkpoint(state: TrainState, directory: str | Path) -> dict[str, Any]:
     return json.loads((directory / META_FILE).read_text())
 
 
-def save_generator(state: TrainState, path: str | Path, model_shape: dict[str, Any]) -> Path:
-    """The generator alone (the EMA one when it is on), with the shape needed to rebuild it: the artifact users
-    sample from."""
-    path = Path(path)
-    _save_torch({"model_shape": model_shape, "state_dict": state.sampler.state_dict()}, path)
-    return path
-
-
-def load_generator(path: str | Path) -> torch.nn.Module:
-    """A generator saved by `save_generator` (e.g. an MLflow run's best/generator.pt), ready to sample from:
-    `load_generator(p)(torch.randn(16, latent_dim))` gives 16 images in [-1, 1]."""
+def load_generator(directory: str) -> torch.nn.Module:
+    """The generator that samples (the EMA one when the run had it) from a checkpoint directory, local or s3://,
+    in eval mode: `load_generator(d)(torch.randn(16, latent_dim))` gives 16 images in [-1, 1]. A run's logged
+    models are the usual way to its generators (gan/registry.py); this reads a checkpoint found in Ray Train's
+    storage (the MLflow run's tags checkpoint.latest and checkpoint.best name them)."""
     from gan.models import Generator, ModelShape
 
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    generator = Generator(ModelShape(**saved["model_shape"]))
-    generator.load_state_dict(saved["state_dict"])
+    try:
+        meta = json.loads(storage.read_bytes(storage.join(directory, META_FILE)))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{directory}: no {META_FILE}, so not a complete checkpoint of this job") from None
+    if "model_shape" not in meta:
+        raise ValueError(f"{directory}: a checkpoint from before model shapes were recorded in {META_FILE}; "
+                         f"load a newer one")
+    saved = torch.load(io.BytesIO(storage.read_bytes(storage.join(directory, STATE_FILE))), map_location="cpu",
+                       weights_only=True)
+    generator = Generator(ModelShape(**meta["model_shape"]))
+    generator.load_state_dict(saved.get("generator_ema", saved["generator"]))
     return generator.eval()

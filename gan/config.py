@@ -122,7 +122,15 @@ class TrainConfig:
     run_name: str = option("", "Ray Train run name; reuse one with the same --storage-path to resume it ('' = new).")
     storage_path: str = option("ray_results", "Where Ray Train keeps checkpoints: a folder or s3:// prefix.")
     log_every: int = option(10, "Steps between metric logs (losses are reduced over this window).", min=1)
-    keep_checkpoints: int = option(2, "Checkpoints kept in storage (the newest ones).", min=1)
+    keep_checkpoints: int = option(2, "Checkpoints kept in storage: the ones with the lowest fid_domain measured "
+                                      "at their report, and always the newest.", min=1)
+    # the generator as an MLflow Model (gan/registry.py)
+    keep_models: int = option(3, "Generators kept as MLflow logged models per run (one per quality measurement): "
+                                 "the ones with the lowest fid_domain, and always the newest.", min=1)
+    register: bool = option(True, "Register the run's best generator in the MLflow Model Registry; --no-register "
+                                  "skips it.")
+    register_as: str = option("", "Registered model name ('' = dcgan-<data set>, e.g. dcgan-mnist); its alias "
+                                  "champion moves only to a generator with a lower fid_domain on the same shards.")
     verbose: bool = option(False, "Show Ray Train's own per-report log lines beside the progress line.")
 
     def check(self) -> None:
@@ -221,7 +229,8 @@ class SweepConfig(TrainConfig):
         **dict.fromkeys(("quality_every", "quality_samples"), "trials are ranked on quality/fid_domain, measured "
                                                                "the same way for all"),
         **dict.fromkeys(("shards", "resolution", "s3_endpoint_url", "tracking", "tracking_uri", "artifact_root",
-                         "experiment", "run_name", "storage_path", "max_failures"),
+                         "experiment", "run_name", "storage_path", "max_failures", "keep_models", "register",
+                         "register_as"),
                         "it is the sweep's own setting, shared by every trial"),
     }
 
@@ -286,6 +295,30 @@ def _coerce(cls: type, f: dataclasses.Field, value: Any, source: str) -> Any:
             f"{flag_name(f.name)} ({source}): {value!r} is not a valid {kind.__name__}; "
             f"{f.metadata['doc']}"
         ) from None
+
+
+@dataclass
+class SampleConfig:
+    """How `jobs/sample.py` draws pictures from a trained generator."""
+
+    model: str = option("", "The generator: models:/NAME@ALIAS (e.g. models:/dcgan-mnist@champion), "
+                            "models:/NAME/VERSION, models:/<model id>, runs:/<run id>/<path>, or a Ray Train "
+                            "checkpoint directory (local or s3://).")
+    out: str = option("samples.png", "PNG file to write.")
+    num_images: int = option(64, "Images to draw (with --interpolate: rows x steps, at least one row).", min=1,
+                             max=4096)
+    interpolate: int = option(0, "Steps per row of spherical interpolation between random latent pairs (e.g. 8); "
+                                 "0 = independent samples.", min=0, max=64)
+    seed: int = option(0, "Seed of the latent vectors: the same seed draws the same picture.", min=0)
+    tracking_uri: str = option("", "MLflow tracking URI for models:/ and runs:/ ('' = MLFLOW_TRACKING_URI, else "
+                                   "sqlite:///mlruns.db).")
+    s3_endpoint_url: str = option("", "S3 endpoint for an s3:// checkpoint ('' = AWS_ENDPOINT_URL or AWS's own).")
+
+    def check(self) -> None:
+        if not self.model:
+            raise ConfigError("--model is required, e.g. --model models:/dcgan-mnist@champion")
+        if self.interpolate == 1:
+            raise ConfigError("--interpolate 1 has no in-between: give at least 2 steps (e.g. 8), or 0 for samples")
 
 
 def validate(config: Any) -> Any:

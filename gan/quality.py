@@ -108,11 +108,14 @@ def generate(generator: torch.nn.Module, latent_dim: int, samples: int, seed: in
     device = next(generator.parameters()).device
     noise = torch.randn(samples, latent_dim, generator=torch.Generator().manual_seed(seed)).to(device)
     was_training = generator.training
-    generator.eval()
+    exported = isinstance(generator, torch.fx.GraphModule)  # a loaded logged model: its mode was fixed at export
+    if not exported:
+        generator.eval()
     try:
         return torch.cat([generator(chunk) for chunk in noise.split(500)])
     finally:
-        generator.train(was_training)
+        if not exported:
+            generator.train(was_training)
 
 
 def evaluate_generator(generator: torch.nn.Module, reference: QualityReference, latent_dim: int, samples: int,

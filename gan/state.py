@@ -65,7 +65,9 @@ class TrainState:
             "fixed_noise": self.fixed_noise,
             "epoch": self.epoch,
             "step": self.step,
-            **({"generator_ema": self.ema.model.state_dict()} if self.ema is not None else {}),
+            # Through the sampler: BatchNorm statistics measured for the averaged weights, so a generator loaded
+            # from the checkpoint samples as the run's own did.
+            **({"generator_ema": self.ema.sampler().state_dict()} if self.ema is not None else {}),
         }
 
     def load_state_dict(self, saved: dict[str, Any]) -> None:

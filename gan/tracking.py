@@ -117,7 +117,7 @@ class RunLogger:
     (an HTTP round trip, a sqlite commit, PNG encoding of a grid). `close()` delivers what is queued."""
 
     def __init__(self, tracking_uri: str, run_id: str | None, active: bool, queue_size: int = 10_000):
-        self.run_id = run_id
+        self.tracking_uri, self.run_id = tracking_uri, run_id
         self.active = bool(active and run_id)
         self.failed_calls = 0
         self.dropped_calls = 0
@@ -161,6 +161,31 @@ class RunLogger:
 
     def log_image(self, image: np.ndarray, key: str, step: int) -> None:
         self._submit(f"image {key}", lambda: self._client.log_image(self.run_id, image, key=key, step=step))
+
+    def log_generator(self, generator, shape, step: int, tags: dict[str, str], metrics: dict[str, float],
+                      keep: int = 0) -> None:
+        """The generator as a LoggedModel at `step` with `metrics` (logged to the run too) linked to it: exported
+        here, in the caller's thread (see registry.save_local), uploaded in the background; then, with `keep`, the
+        run's models pruned to that many best plus the newest. Metrics alone when the export fails."""
+        if not self.active:
+            return
+        from gan import registry
+
+        try:
+            directory = registry.save_local(generator, shape)
+        except Exception as error:  # noqa: BLE001 - an unexportable model must not end training; say so, count it
+            self.failed_calls += 1
+            log.warning("could not export the generator at step %d as an MLflow model: %s", step, error)
+            self.log_metrics(metrics, step)
+            return
+
+        def upload() -> None:
+            registry.upload(self.tracking_uri, self.run_id, directory, step, tags, metrics)
+            if keep:
+                registry.prune(self.tracking_uri, self.run_id, keep)
+
+        if not self._submit(f"generator model at step {step}", upload):
+            shutil.rmtree(directory.parent, ignore_errors=True)
 
     def note_restart(self, epoch: int, step: int) -> None:
         """This worker group started from a checkpoint (after a worker died, or a rerun of the job): count it in
@@ -219,3 +244,27 @@ class RunLogger:
             self.flush(timeout)
             self._queue.put(None)
             self._thread.join(timeout)
+
+
+class CheckpointTags:
+    """Keeps the MLflow run's tags `checkpoint.latest` and `checkpoint.best` (the lowest fid_domain measured at a
+    report, over resumes too: `checkpoint.best_fid_domain`) on the storage paths of those checkpoints, so the run
+    page says where to resume or fine-tune from. Called by the Ray Train controller after each report."""
+
+    def __init__(self, tracking_uri: str, run_id: str, run_folder: str):
+        self.tracking_uri, self.run_id, self.run_folder = tracking_uri, run_id, run_folder.rstrip("/")
+        self.best: float | None = None  # read from the run on first use: a resumed run keeps its best
+
+    def record(self, checkpoint_name: str, score: float) -> None:
+        try:
+            client = MlflowClient(self.tracking_uri)
+            if self.best is None:
+                self.best = float(client.get_run(self.run_id).data.tags.get("checkpoint.best_fid_domain", "inf"))
+            path = f"{self.run_folder}/{checkpoint_name}"
+            client.set_tag(self.run_id, "checkpoint.latest", path)
+            if score < self.best:
+                self.best = score
+                client.set_tag(self.run_id, "checkpoint.best", path)
+                client.set_tag(self.run_id, "checkpoint.best_fid_domain", f"{score:.6g}")
+        except Exception as error:  # noqa: BLE001 - tags are a pointer; training must not stop for them
+            log.warning("could not tag MLflow run %s with its checkpoint %s: %s", self.run_id, checkpoint_name, error)

@@ -10,19 +10,17 @@ import logging
 import math
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import ray.train
 import torch
 from ray.train import (Checkpoint, CheckpointConfig, CheckpointUploadMode, FailureConfig, LoggingConfig, RunConfig,
-                       ScalingConfig)
+                       ScalingConfig, UserCallback)
 from ray.train.torch import TorchTrainer, prepare_model
 
 from gan import storage
 from gan.augment import parse_policy
-from gan.checkpoint import (BEST_MODEL_DIR, FINAL_MODEL_DIR, GENERATOR_FILE, load_checkpoint, save_checkpoint,
-                            save_generator)
+from gan.checkpoint import load_checkpoint, save_checkpoint
 from gan.classifier import load_run_reference
 from gan.config import TrainConfig, from_dict, to_dict
 from gan.data import BatchStream, normalise, plan_epoch, rank_batches
@@ -36,10 +34,13 @@ from gan.shard_reader import DataHealth, ReadPolicy
 from gan.state import TrainState, unwrap
 from gan.stats import TickTimer, WindowMeter, sum_across_ranks
 from gan.step import STEP_STATS, train_step
-from gan.tracking import RunLogger
+from gan.tracking import CheckpointTags, RunLogger
 
 log = logging.getLogger(__name__)
 BEST_METRIC = "best/fid_domain"
+# Reported with every checkpoint: the fid_domain measured at that report, inf when none was. Ray Train keeps the
+# checkpoints that score lowest on it, and always the newest.
+CHECKPOINT_SCORE = "checkpoint/fid_domain"
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
@@ -62,7 +63,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     tracker = RunLogger(config.tracking_uri, loop_config["run_id"], active=rank == 0 and loop_config["run_id"])
     if restarted is not None:
         tracker.note_restart(state.epoch, state.step)
-    judge = _QualityJudge(config, manifest, tracker) if rank == 0 and config.quality_every else None
+    judge = _QualityJudge(config, manifest, shape, tracker) if rank == 0 and config.quality_every else None
     batches = BatchStream(lambda epoch, health: _epoch_batches(config, manifest, world_size, rank, epoch, device,
                                                                health))
     meter, timer, quality, latest = WindowMeter(STEP_STATS), TickTimer(lambda: tracker.cpu_seconds), {}, {}
@@ -85,16 +86,17 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                    **sum_across_ranks(batches.health.unreported_metrics())}
         tracker.log_metrics(metrics, state.step)
         if judge is not None and (tick.index % config.quality_every == 0 or tick.index in (1, last.index)):
-            quality = judge.measure(state, shape, final=tick.index == last.index)
-        metrics = {**latest, **metrics, **quality, "step": state.step}
+            quality = judge.measure(state, final=tick.index == last.index)
+        measured = judge is not None and judge.measured_at(tick)
+        metrics = {**latest, **metrics, **quality, "step": state.step,
+                   CHECKPOINT_SCORE: quality["quality/fid_domain"] if measured else math.inf}
         if rank == 0:
             tracker.log_image(sample_grid(state.sampler, state.fixed_noise), "samples", step=tick.index)
             eta = timer.eta_seconds(state.step - start_step, schedule.total_steps - state.step)
-            log.info(_progress_line(metrics, last.index, eta, measured=judge is not None and judge.measured_at(tick)))
-        _report(state, metrics, config, rank)
-    if rank == 0:
-        with tempfile.TemporaryDirectory() as tmp:
-            tracker.log_artifact(save_generator(state, Path(tmp) / GENERATOR_FILE, shape.__dict__), FINAL_MODEL_DIR)
+            log.info(_progress_line(metrics, last.index, eta, measured=measured))
+        _report(state, shape, metrics, config, rank)
+    if judge is None and rank == 0:  # unmeasured runs still leave their final generator as a model
+        tracker.log_generator(state.sampler, shape, state.step, _model_tags(state, manifest), {})
     tracker.close()
 
 
@@ -146,10 +148,11 @@ def _epoch_batches(config: TrainConfig, manifest: Manifest, world_size: int, ran
 
 class _QualityJudge:
     """Rank 0's quality measurements: the EMA generator's metrics, the raw generator's fid_domain, the real-vs-real
-    floor at the same sample count, the memorisation share at the end, and the run's best generator kept."""
+    floor at the same sample count, the memorisation share at the end; each measured generator logged as an MLflow
+    model linked to its metrics (gan/registry.py)."""
 
-    def __init__(self, config: TrainConfig, manifest: Manifest, tracker: RunLogger):
-        self.config, self.tracker = config, tracker
+    def __init__(self, config: TrainConfig, manifest: Manifest, shape: ModelShape, tracker: RunLogger):
+        self.config, self.manifest, self.shape, self.tracker = config, manifest, shape, tracker
         self.reference = load_run_reference(config.shards, manifest)
         self.floor = floor(self.reference, config.quality_samples)
         # The run's own best so far, over restarts, resumes and PBT generations (a leader's does not count).
@@ -159,30 +162,27 @@ class _QualityJudge:
     def measured_at(self, tick: Tick) -> bool:
         return self.last_step == tick.end_step
 
-    def measure(self, state: TrainState, shape: ModelShape, final: bool) -> dict[str, float]:
+    def measure(self, state: TrainState, final: bool) -> dict[str, float]:
         config = self.config
         quality = evaluate_generator(state.sampler, self.reference, config.latent_dim, config.quality_samples,
                                      seed=config.seed, memorisation=final)
         raw = (evaluate_generator(unwrap(state.generator), self.reference, config.latent_dim,
                                   config.quality_samples, seed=config.seed) if state.ema is not None else quality)
         quality = {**quality, "quality_raw/fid_domain": raw["quality/fid_domain"], **self.floor}
-        self.tracker.log_metrics(quality, state.step)
+        # The measurement's metrics are logged with the model they describe, linked to it.
+        self.tracker.log_generator(state.sampler, self.shape, state.step, _model_tags(state, self.manifest),
+                                   quality, keep=config.keep_models)
         self.last_step = state.step
         if quality["quality/fid_domain"] < self.best_fid:
+            # Queued after the model's upload: its lowest value always describes a stored model.
             self.best_fid = quality["quality/fid_domain"]
-            _log_best_generator(self.tracker, state, shape, self.best_fid)
+            self.tracker.log_metrics({BEST_METRIC: self.best_fid, "best/epoch": state.epoch}, state.step)
         return quality
 
 
-def _log_best_generator(tracker: RunLogger, state: TrainState, shape: ModelShape, fid: float) -> None:
-    """G as best/generator.pt, uploaded in the background; best/fid_domain follows the upload in the same queue, so
-    its lowest value describes the stored file (unless that upload failed, which tracking/failed_calls counts)."""
-    if not tracker.active:
-        return
-    directory = tempfile.mkdtemp(prefix="dcgan-best-")
-    save_generator(state, Path(directory) / GENERATOR_FILE, shape.__dict__)
-    tracker.log_folder_then_delete(directory, BEST_MODEL_DIR)
-    tracker.log_metrics({BEST_METRIC: fid, "best/epoch": state.epoch}, state.step)
+def _model_tags(state: TrainState, manifest: Manifest) -> dict[str, str]:
+    return {"step": str(state.step), "epoch": str(state.epoch), "dataset_hash": manifest.dataset_hash,
+            "ema": str(state.ema is not None).lower()}
 
 
 def _to_device(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
@@ -230,7 +230,8 @@ def _log_window(meter: WindowMeter, tracker: RunLogger, step: int, since: float,
     return metrics
 
 
-def _report(state: TrainState, metrics: dict[str, float], config: TrainConfig, rank: int) -> None:
+def _report(state: TrainState, shape: ModelShape, metrics: dict[str, float], config: TrainConfig,
+            rank: int) -> None:
     """All ranks report; rank 0 attaches the checkpoint (Ray Train needs one report per rank per epoch).
 
     The checkpoint is copied to storage in the background (ASYNC) while the next epoch trains; Ray Train records
@@ -239,7 +240,7 @@ def _report(state: TrainState, metrics: dict[str, float], config: TrainConfig, r
         ray.train.report(metrics, checkpoint=None)
         return
     directory = tempfile.mkdtemp(prefix="dcgan-checkpoint-")
-    save_checkpoint(state, directory, {"config": to_dict(config)})
+    save_checkpoint(state, directory, {"config": to_dict(config), "model_shape": shape.__dict__})
     ray.train.report(metrics, checkpoint=Checkpoint.from_directory(directory),
                      checkpoint_upload_mode=CheckpointUploadMode.ASYNC, delete_local_checkpoint_after_upload=True)
 
@@ -255,6 +256,18 @@ def _progress_line(metrics: dict[str, float], ticks: int, eta_seconds: float, me
                  f"  kid {metrics['quality/kid']:.4g} (floor {metrics['quality/kid_floor']:.4g})"
                  f"  P/R {metrics['quality/precision']:.2f}/{metrics['quality/recall']:.2f}")
     return line
+
+
+class _TagCheckpoints(UserCallback):
+    """Ray Train's controller tells MLflow where each persisted checkpoint lives (gan/tracking.py)."""
+
+    def __init__(self, tags: CheckpointTags):
+        self.tags = tags
+
+    def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint: Checkpoint | None) -> None:
+        if checkpoint is not None:
+            self.tags.record(checkpoint.path.rstrip("/").rsplit("/", 1)[-1],
+                             float(metrics[0].get(CHECKPOINT_SCORE, math.inf)))
 
 
 def build_trainer(config: TrainConfig, run_id: str | None, callbacks: list | None = None,
@@ -273,10 +286,13 @@ def build_trainer(config: TrainConfig, run_id: str | None, callbacks: list | Non
             name=config.run_name,
             storage_path=storage_path,
             storage_filesystem=filesystem,
-            checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints),
+            checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints,
+                                               checkpoint_score_attribute=CHECKPOINT_SCORE,
+                                               checkpoint_score_order="min"),
             failure_config=FailureConfig(max_failures=config.max_failures),
             # Ray Train's per-report INFO lines would drown the one progress line per epoch in `ray job logs`.
             logging_config=LoggingConfig(log_level="WARNING"),
-            callbacks=callbacks or [],
+            callbacks=[*(callbacks or []), *([_TagCheckpoints(CheckpointTags(
+                config.tracking_uri, run_id, storage.join(config.storage_path, config.run_name)))] if run_id else [])],
         ),
     )

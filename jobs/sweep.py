@@ -13,7 +13,7 @@ from pathlib import Path
 from gan import storage
 from gan.config import ConfigError, SweepConfig, TrainConfig, parse, to_dict
 from gan.manifest import ManifestError
-from jobs.train import check_against_shards
+from jobs.train import check_against_shards, register
 
 
 def check_sweep(config: SweepConfig) -> None:
@@ -81,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     if parent:
         _record(config, parent, rows, best)
         set_run_status(config.tracking_uri, parent, "FINISHED", "completed")
+        if best and best.get("run_id") and "registry.name" in data_facts:
+            register(config, best["run_id"], data_facts, job="sweep")  # once, the best trial's best generator
     width = max(len(row["run_name"]) for row in rows)
     for row in rows:
         print(f"sweep: {row['run_name']:<{width}} {row['status']:<14} epochs {row['epochs']:>3}  "
@@ -101,7 +103,7 @@ def _record(config: SweepConfig, parent: str, rows: list[dict], best: dict | Non
     """Close each child run with its outcome; put the table, the plot and the best trial on the parent."""
     from mlflow import MlflowClient
 
-    from gan.checkpoint import BEST_MODEL_DIR, GENERATOR_FILE
+    from gan.registry import run_models
     from gan.sweep_report import write_plot, write_table
     from gan.tracking import set_run_status
 
@@ -112,11 +114,11 @@ def _record(config: SweepConfig, parent: str, rows: list[dict], best: dict | Non
         children = client.search_runs([experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}' and "
                                                                       f"tags.`tune.trial_id` = '{row['trial_id']}'")
         row["run_id"] = children[0].info.run_id if children else ""
-        row["model_uri"] = ""  # the trial's best generator, logged by its rank 0 whenever fid_domain improved
+        row["model_uri"] = ""  # the trial's best logged generator (lowest fid_domain)
         if children:
             set_run_status(config.tracking_uri, row["run_id"], outcome.get(row["status"], "FAILED"), row["status"])
-            if client.list_artifacts(row["run_id"], BEST_MODEL_DIR):
-                row["model_uri"] = f"runs:/{row['run_id']}/{BEST_MODEL_DIR}/{GENERATOR_FILE}"
+            if models := run_models(client, row["run_id"]):
+                row["model_uri"] = f"models:/{models[0].model_id}"
     with tempfile.TemporaryDirectory() as tmp:
         client.log_artifact(parent, str(write_table(rows, Path(tmp) / "summary.csv")))
         client.log_artifact(parent, str(write_plot(rows, Path(tmp) / "summary.png", tuple(config.searched_fields()))))

@@ -116,16 +116,26 @@ def new_lows(values: list[float]) -> list[float]:
     return [value for i, value in enumerate(values) if value < min(values[:i], default=float("inf"))]
 
 
-def fid_of_generator(path: str, shards: Path, samples: int, seed: int = 0) -> float:
-    """quality/fid_domain of a saved generator file, measured here the way a run's rank 0 measures it."""
-    from gan.checkpoint import load_generator
+def fid_of_model(uri: str, tracking_uri: str, shards: Path, samples: int, seed: int = 0) -> float:
+    """quality/fid_domain of a logged generator (any MLflow model URI), loaded as a user would and measured here
+    the way a run's rank 0 measures it."""
     from gan.classifier import load_reference, reference_location
     from gan.manifest import read_manifest
     from gan.quality import evaluate_generator
+    from gan.sampling import load
 
-    generator = load_generator(path)
+    sampler = load(uri, tracking_uri)
     reference = load_reference(reference_location(str(shards), read_manifest(str(shards))))
-    return evaluate_generator(generator, reference, generator.shape.latent_dim, samples, seed)["quality/fid_domain"]
+    return evaluate_generator(sampler.module, reference, sampler.latent_dim, samples, seed)["quality/fid_domain"]
+
+
+def logged_models(tracking_uri: str, run_id: str) -> list:
+    """The run's logged generators, best (lowest quality/fid_domain) first."""
+    from mlflow import MlflowClient
+
+    from gan.registry import run_models
+
+    return run_models(MlflowClient(tracking_uri), run_id)
 
 
 def sweep_command(shards: Path, work: Path, *extra: str) -> list[str]:

@@ -12,7 +12,8 @@ import yaml
 from mlflow import MlflowClient
 
 from gan.local_services import start_ray_head
-from tests.conftest import REPO, clean_env, metric_values, new_lows
+from gan.registry import model_metric
+from tests.conftest import REPO, clean_env, logged_models, metric_values, new_lows
 
 RAY = str(Path(sys.executable).with_name("ray"))
 
@@ -121,8 +122,9 @@ def test_submitted_pbt_sweep_clones_a_leader_and_survives_a_diverging_trial(ray_
     for child in children.values():
         measured = metric_values(client, child.info.run_id, "quality/fid_domain")
         assert len(measured) == 4 and metric_values(client, child.info.run_id, "best/fid_domain") == new_lows(measured)
-        assert [a.path for a in client.list_artifacts(child.info.run_id, "best")] == ["best/generator.pt"]
-    assert not client.list_artifacts(diverged.info.run_id, "best")  # it never reached a quality measurement
+        models = logged_models(tracking, child.info.run_id)
+        assert len(models) == 3 and model_metric(models[0], "quality/fid_domain") == min(measured)  # --keep-models
+    assert not logged_models(tracking, diverged.info.run_id)  # it never reached a quality measurement
 
     table = list(csv.DictReader(open(client.download_artifacts(parent.info.run_id, "summary.csv"))))
     assert sorted(row["status"] for row in table) == ["completed"] * 2 + ["diverged"]

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from gan.checkpoint import GENERATOR_FILE, load_checkpoint, load_generator, save_checkpoint, save_generator
+from gan.checkpoint import load_checkpoint, load_generator, save_checkpoint
 from gan.ema import GeneratorEMA
 from gan.models import ModelShape
 from gan.state import TrainState
@@ -33,13 +33,13 @@ def test_ema_state_survives_a_checkpoint_and_is_what_gets_saved(tmp_path):
         for param in state.ema.model.parameters():
             param.add_(torch.randn_like(param))  # the average differs from the live generator
     state.step, state.epoch = 7, 1
-    save_checkpoint(state, tmp_path / "ckpt", {})
+    save_checkpoint(state, tmp_path / "ckpt", {"model_shape": SHAPE.__dict__})
     restored = TrainState.create(SHAPE, 2e-4, 0.5, seed=1, ema_half_life_kimg=1.0, ema_rampup=0.0)
     load_checkpoint(restored, tmp_path / "ckpt")
     for a, b in zip(state.ema.model.state_dict().values(), restored.ema.model.state_dict().values()):
         assert torch.equal(a, b)
-    # The saved model (best/, model/) is the EMA generator, not the raw one.
-    saved = load_generator(save_generator(restored, tmp_path / GENERATOR_FILE, SHAPE.__dict__))
+    # The generator a checkpoint gives to sample from is the EMA one, not the raw one.
+    saved = load_generator(str(tmp_path / "ckpt"))
     z = torch.randn(4, SHAPE.latent_dim)
     with torch.no_grad():
         assert torch.equal(saved(z), state.sampler(z))

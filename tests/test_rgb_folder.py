@@ -7,7 +7,6 @@ from PIL import Image
 
 from gan.augment import parse_policy
 from gan.data import normalise, plan_epoch, rank_batches
-from gan.manifest import read_manifest
 from gan.models import ModelShape
 from gan.shard_writer import write_shards
 from gan.sources import load_digits, load_folder

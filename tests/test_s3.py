@@ -16,7 +16,7 @@ from gan.data import rank_samples
 from gan.manifest import read_manifest
 from gan.shard_reader import DataError, DataHealth, ReadPolicy
 from gan.shard_writer import copy_shards
-from tests.conftest import BUCKET, REPO, S3_SECRET_KEY, clean_env
+from tests.conftest import BUCKET, REPO, S3_SECRET_KEY, clean_env, logged_models
 
 FAST_RETRY = ReadPolicy(attempts=2, backoff_seconds=0.05)
 
@@ -147,7 +147,10 @@ def test_training_reads_s3_and_keeps_checkpoints_and_artifacts_there(s3_env, mlf
     assert [m["value"] for m in _history(mlflow_server, run_id, "data/skipped_samples")] == [70, 70]
     artifacts = [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix="mlartifacts/")["Contents"]]
     assert sum(run_id in k and "/images/samples" in k and k.endswith(".png") for k in artifacts) == 3
-    assert any(k.endswith(f"{run_id}/artifacts/model/generator.pt") for k in artifacts)
+    # The run's logged generators (one per quality measurement) went through the server into the bucket too.
+    models = logged_models(mlflow_server.url, run_id)
+    assert models and all(any(f"/models/{m.model_id}/artifacts/" in k and k.endswith("MLmodel") for k in artifacts)
+                          for m in models)
 
     # No secret in the job's output, the run's params and tags, or the checkpoint's metadata.
     assert S3_SECRET_KEY not in output

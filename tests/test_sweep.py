@@ -16,7 +16,8 @@ from mlflow import MlflowClient
 from gan.stats import WindowMeter
 from gan.tracking import RunLogger
 from gan.worker import TrainingDiverged, _log_window
-from tests.conftest import fid_of_generator, metric_values, new_lows, sweep_command
+from gan.registry import model_metric
+from tests.conftest import fid_of_model, logged_models, metric_values, new_lows, sweep_command
 
 def _runs(work):
     client = MlflowClient(f"sqlite:///{work / 'mlruns.db'}")
@@ -70,27 +71,27 @@ def test_parent_holds_the_summary_and_the_best_trial_matches_the_table(swept):
 @pytest.mark.slow
 def test_every_trial_keeps_its_best_generator_and_the_parent_points_at_the_best_one(swept, digits_shards):
     client, (parent,), children = _runs(swept)
+    tracking = f"sqlite:///{swept / 'mlruns.db'}"
     for child in children:
-        improvements = new_lows(metric_values(client, child.info.run_id, "quality/fid_domain"))
+        measured = metric_values(client, child.info.run_id, "quality/fid_domain")
         bests = metric_values(client, child.info.run_id, "best/fid_domain")
-        assert [a.path for a in client.list_artifacts(child.info.run_id, "best")] == ["best/generator.pt"]
-        assert bests and bests == improvements[:len(bests)]  # one best per new low, in order
+        assert bests and bests == new_lows(measured)[:len(bests)]  # one best per new low, in order
         if child.data.tags["status"] == "completed":  # (a stopped trial may be stopped before its last upload)
-            assert bests == improvements
+            assert bests == new_lows(measured)
+        # Every measurement left a logged generator (3 epochs, all kept); the best one ranks first.
+        models = logged_models(tracking, child.info.run_id)
+        assert len(models) == len(measured) and model_metric(models[0], "quality/fid_domain") == min(measured)
     best_run = parent.data.tags["best.run_id"]
-    assert parent.data.tags["best.model_uri"] == f"runs:/{best_run}/best/generator.pt"
+    assert parent.data.tags["best.model_uri"] == f"models:/{logged_models(tracking, best_run)[0].model_id}"
     table = list(csv.DictReader(open(client.download_artifacts(parent.info.run_id, "summary.csv"))))
     assert {row["run_id"]: row["model_uri"] for row in table}[best_run] == parent.data.tags["best.model_uri"]
-    # The file behind the URI is the sweep's best generator: measured again here, it scores the sweep's best.
-    import mlflow
-
-    from gan.checkpoint import load_generator
-
-    mlflow.set_tracking_uri(f"sqlite:///{swept / 'mlruns.db'}")
-    path = mlflow.artifacts.download_artifacts(parent.data.tags["best.model_uri"])
-    assert load_generator(path)(torch.randn(5, 16)).shape == (5, 1, 32, 32)
-    again = fid_of_generator(path, digits_shards, 200)  # the sweep's --quality-samples, seed 0
+    # The model behind the URI is the sweep's best generator: loaded and measured again here, it scores the
+    # sweep's best; and the sweep registered it, once, as the champion of its data set's name.
+    again = fid_of_model(parent.data.tags["best.model_uri"], tracking, digits_shards, 200)  # --quality-samples, seed 0
     assert again == pytest.approx(parent.data.metrics["best/fid_domain"], rel=1e-4)
+    (version,) = client.search_model_versions("name = 'dcgan-digits'")
+    assert version.source == parent.data.tags["best.model_uri"]
+    assert client.get_model_version_by_alias("dcgan-digits", "champion").version == version.version
 
 
 @pytest.mark.slow

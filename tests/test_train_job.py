@@ -10,7 +10,8 @@ from mlflow import MlflowClient
 
 from gan.tracking import RUN_NAME_TAG
 from jobs import train
-from tests.conftest import REPO, fid_of_generator, metric_values, new_lows
+from gan.registry import CHAMPION, model_metric
+from tests.conftest import REPO, fid_of_model, logged_models, metric_values, new_lows
 
 EXPECTED_METRICS = {"loss/D", "loss/D_real", "loss/D_fake", "loss/G", "disc/D_x", "disc/D_G_z", "perf/img_per_s",
                     "quality/fid_domain", "quality/precision", "quality/recall", "data/bad_shards",
@@ -70,7 +71,19 @@ def test_two_worker_run_is_tracked_in_mlflow(trained):
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss/G")] == [2, 3, 4, 6]  # every 2 steps and at each epoch end
     images = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
     assert sum(".png" in path for path in images) == 3  # before training, after epoch 1 and 2
-    assert [a.path for a in client.list_artifacts(run.info.run_id, "model")] == ["model/generator.pt"]
+    # Each quality measurement (epochs 1 and 2) left a logged generator with that measurement's metrics linked.
+    models = logged_models(f"sqlite:///{trained / 'mlruns.db'}", run.info.run_id)
+    fids = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "quality/fid_domain")}
+    assert sorted(int(m.tags["step"]) for m in models) == sorted(fids) == [3, 6]
+    assert all(model_metric(m, "quality/fid_domain") == fids[int(m.tags["step"])] for m in models)
+    # The best of them is registered under the name the data set gives, as the first champion.
+    version = client.get_model_version_by_alias("dcgan-digits", CHAMPION)
+    assert (version.source, version.tags["run_id"]) == (f"models:/{models[0].model_id}", run.info.run_id)
+    assert version.tags["dataset_hash"] == run.data.params["data.dataset_hash"]
+    # The run page says where its checkpoints are: the newest, and the one at the lowest fid_domain.
+    latest, best = Path(run.data.tags["checkpoint.latest"]), Path(run.data.tags["checkpoint.best"])
+    assert json.loads((latest / "meta.json").read_text())["step"] == 6
+    assert json.loads((best / "meta.json").read_text())["step"] == min(fids, key=fids.get)
 
 
 @pytest.mark.slow
@@ -108,7 +121,11 @@ def test_the_run_keeps_its_best_generator_across_a_resume(trained, digits_shards
     assert len(measured) == 3  # epochs 1 and 2, then 3 in the resume test above (pytest runs a module in order)
     # One best per new low, the resumed epoch compared with the run's earlier best, not started afresh.
     assert metric_values(client, run.info.run_id, "best/fid_domain") == new_lows(measured)
-    # The stored file is that best generator: measured again here, it scores what the run logged for it.
-    path = client.download_artifacts(run.info.run_id, "best/generator.pt", str(trained))
-    again = fid_of_generator(path, digits_shards, int(run.data.params["quality_samples"]), int(run.data.params["seed"]))
+    # The run's best logged model is that best generator: loaded by its URI and measured again here, it scores
+    # what the run logged for it.
+    tracking = f"sqlite:///{trained / 'mlruns.db'}"
+    best = logged_models(tracking, run.info.run_id)[0]
+    assert model_metric(best, "quality/fid_domain") == min(measured)
+    again = fid_of_model(f"models:/{best.model_id}", tracking, digits_shards, int(run.data.params["quality_samples"]),
+                         int(run.data.params["seed"]))
     assert again == pytest.approx(min(measured), rel=1e-4)

@@ -1,0 +1,77 @@
+"""A trained generator, wherever it lives, turned into pictures: a grid of samples, or rows that walk the latent
+space between random pairs of points (spherical interpolation, since Gaussian z concentrates near a sphere and a
+straight line between two points passes through improbably short vectors; White 2016, "Sampling Generative
+Networks")."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import torch
+
+from gan import storage
+from gan.images import image_grid
+
+MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
+
+
+@dataclass
+class Sampler:
+    """A generator ready to draw from: `sampler(z)` gives images in [-1, 1] for z of shape (N, latent_dim)."""
+
+    module: torch.nn.Module
+    latent_dim: int
+    source: str
+
+    @torch.no_grad()
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.module(chunk) for chunk in z.float().split(500)])
+
+
+def load(reference: str, tracking_uri: str = "") -> Sampler:
+    """`models:/NAME@ALIAS`, `models:/NAME/VERSION`, `models:/<model id>`, `runs:/<run id>/<path>` (MLflow; needs
+    only mlflow and torch), or a Ray Train checkpoint directory (local or s3://; needs this package)."""
+    if reference.startswith(MLFLOW_SCHEMES):
+        if tracking_uri:
+            mlflow.set_tracking_uri(tracking_uri)
+        info = mlflow.models.get_model_info(reference)
+        latent_dim = int(info.signature.inputs.inputs[0].shape[-1])
+        return Sampler(mlflow.pytorch.load_model(reference, map_location="cpu"), latent_dim, reference)
+    if storage.is_s3(reference) or Path(reference).is_dir():
+        from gan.checkpoint import load_generator
+
+        generator = load_generator(reference)
+        return Sampler(generator, generator.shape.latent_dim, reference)
+    raise ValueError(f"--model {reference}: neither an MLflow model URI (models:/dcgan-mnist@champion, "
+                     f"models:/<model id>, runs:/<run id>/<path>) nor a checkpoint directory")
+
+
+def noise(count: int, latent_dim: int, seed: int) -> torch.Tensor:
+    return torch.randn(count, latent_dim, generator=torch.Generator().manual_seed(seed))
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Points along the great circle from a to b (rows), at fractions t; linear where a and b are parallel."""
+    a_unit, b_unit = a / a.norm(dim=-1, keepdim=True), b / b.norm(dim=-1, keepdim=True)
+    omega = torch.acos((a_unit * b_unit).sum(-1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7))
+    sin = torch.sin(omega)
+    t = t.view(-1, 1)
+    return (torch.sin((1 - t) * omega) / sin) * a + (torch.sin(t * omega) / sin) * b
+
+
+def interpolations(latent_dim: int, rows: int, steps: int, seed: int) -> torch.Tensor:
+    """rows x steps latent vectors: each row goes from one random point to another, ends included."""
+    ends = noise(2 * rows, latent_dim, seed)
+    t = torch.linspace(0, 1, steps)
+    return torch.cat([slerp(ends[2 * row].expand(steps, -1), ends[2 * row + 1].expand(steps, -1), t)
+                      for row in range(rows)])
+
+
+def sample_picture(sampler: Sampler, count: int, seed: int, interpolate: int = 0) -> np.ndarray:
+    """A grid of `count` samples (8 to a row), or with `interpolate` K, `count // K` rows of K interpolation steps."""
+    if interpolate:
+        z = interpolations(sampler.latent_dim, max(1, count // interpolate), interpolate, seed)
+        return image_grid(sampler(z), columns=interpolate)
+    return image_grid(sampler(noise(count, sampler.latent_dim, seed)), columns=min(8, count))
