@@ -125,8 +125,8 @@ class TrainConfig:
     keep_checkpoints: int = option(2, "Checkpoints kept in storage: the ones with the lowest fid_domain measured "
                                       "at their report, and always the newest.", min=1)
     # the generator as an MLflow Model (gan/registry.py)
-    keep_models: int = option(3, "Generators kept as MLflow logged models per run (one per quality measurement): "
-                                 "the ones with the lowest fid_domain, and always the newest.", min=1)
+    keep_models: int = option(3, "Generators kept as MLflow logged models per run (one is logged per quality "
+                                 "measurement): the newest and the ones with the lowest fid_domain.", min=2)
     register: bool = option(True, "Register the run's best generator in the MLflow Model Registry; --no-register "
                                   "skips it.")
     register_as: str = option("", "Registered model name ('' = dcgan-<data set>, e.g. dcgan-mnist); its alias "

@@ -123,16 +123,22 @@ def model_metric(model, key: str) -> float:
 
 
 def prune(tracking_uri: str, run_id: str, keep: int) -> int:
-    """Keep the run's `keep` best generators, its newest and any a registry version points at; delete the rest
-    (the LoggedModel and its files). Returns how many were deleted."""
+    """Keep `keep` of the run's generators: the newest and the best of the others (so the best always stays),
+    plus any a registry version points at; delete the rest (the LoggedModel and its files). Returns how many were
+    deleted."""
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
     client = MlflowClient(tracking_uri)
     models = run_models(client, run_id)
     newest = max(models, key=lambda m: m.creation_timestamp, default=None)
+    kept = {newest.model_id} if newest else set()
+    for model in models:  # best first
+        if len(kept) >= keep:
+            break
+        kept.add(model.model_id)
     # (A version's model_id is not kept by every registry store; its source, models:/<model id>, is.)
-    registered = {v.source.removeprefix("models:/") for v in client.search_model_versions(f"run_id = '{run_id}'")}
-    doomed = [m for m in models[keep:] if m is not newest and m.model_id not in registered]
+    kept |= {v.source.removeprefix("models:/") for v in client.search_model_versions(f"run_id = '{run_id}'")}
+    doomed = [m for m in models if m.model_id not in kept]
     for model in doomed:
         try:
             get_artifact_repository(model.artifact_location).delete_artifacts()

@@ -256,6 +256,7 @@ class CheckpointTags:
         self.best: float | None = None  # read from the run on first use: a resumed run keeps its best
 
     def record(self, checkpoint_name: str, score: float) -> None:
+        """`score`: the fid_domain measured at this checkpoint's report (very large when none was)."""
         try:
             client = MlflowClient(self.tracking_uri)
             if self.best is None:

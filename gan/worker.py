@@ -38,9 +38,15 @@ from gan.tracking import CheckpointTags, RunLogger
 
 log = logging.getLogger(__name__)
 BEST_METRIC = "best/fid_domain"
-# Reported with every checkpoint: the fid_domain measured at that report, inf when none was. Ray Train keeps the
-# checkpoints that score lowest on it, and always the newest.
+# Reported with every checkpoint: the fid_domain measured at that report, UNMEASURED when none was. Ray Train keeps
+# the checkpoints that score lowest on it, and always the newest. (Not inf: Ray's checkpoint snapshot is JSON, which
+# turns inf into null, and a resumed run then fails comparing scores.)
 CHECKPOINT_SCORE = "checkpoint/fid_domain"
+UNMEASURED = 1e12
+# How long rank 0 waits, before a report that measured quality, for that measurement's model and metrics to reach
+# MLflow. Tune stops a trial right after a report and the logger thread dies with it; an outage longer than this
+# only delays the upload (the logger keeps retrying), it does not stall training longer.
+MEASUREMENT_FLUSH_SECONDS = 60.0
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
@@ -89,11 +95,13 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             quality = judge.measure(state, final=tick.index == last.index)
         measured = judge is not None and judge.measured_at(tick)
         metrics = {**latest, **metrics, **quality, "step": state.step,
-                   CHECKPOINT_SCORE: quality["quality/fid_domain"] if measured else math.inf}
+                   CHECKPOINT_SCORE: quality["quality/fid_domain"] if measured else UNMEASURED}
         if rank == 0:
             tracker.log_image(sample_grid(state.sampler, state.fixed_noise), "samples", step=tick.index)
             eta = timer.eta_seconds(state.step - start_step, schedule.total_steps - state.step)
             log.info(_progress_line(metrics, last.index, eta, measured=measured))
+            if measured:  # the report may be the trial's last (Tune stops trials right after one): deliver first
+                tracker.flush(timeout=MEASUREMENT_FLUSH_SECONDS)
         _report(state, shape, metrics, config, rank)
     if judge is None and rank == 0:  # unmeasured runs still leave their final generator as a model
         tracker.log_generator(state.sampler, shape, state.step, _model_tags(state, manifest), {})
@@ -267,7 +275,7 @@ class _TagCheckpoints(UserCallback):
     def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint: Checkpoint | None) -> None:
         if checkpoint is not None:
             self.tags.record(checkpoint.path.rstrip("/").rsplit("/", 1)[-1],
-                             float(metrics[0].get(CHECKPOINT_SCORE, math.inf)))
+                             float(metrics[0].get(CHECKPOINT_SCORE, UNMEASURED)))
 
 
 def build_trainer(config: TrainConfig, run_id: str | None, callbacks: list | None = None,

@@ -122,8 +122,8 @@ def test_submitted_pbt_sweep_clones_a_leader_and_survives_a_diverging_trial(ray_
     for child in children.values():
         measured = metric_values(client, child.info.run_id, "quality/fid_domain")
         assert len(measured) == 4 and metric_values(client, child.info.run_id, "best/fid_domain") == new_lows(measured)
-        models = logged_models(tracking, child.info.run_id)
-        assert len(models) == 3 and model_metric(models[0], "quality/fid_domain") == min(measured)  # --keep-models
+        models = logged_models(tracking, child.info.run_id)  # --keep-models 3: the newest and the two best others
+        assert len(models) == 3 and model_metric(models[0], "quality/fid_domain") == min(measured)
     assert not logged_models(tracking, diverged.info.run_id)  # it never reached a quality measurement
 
     table = list(csv.DictReader(open(client.download_artifacts(parent.info.run_id, "summary.csv"))))
