@@ -183,6 +183,13 @@ class ShardConfig:
     holdout_fraction: float = option(0.1, "Share of images kept out of training for quality metrics (a data set with "
                                           "its own test split, MNIST, uses that instead).", min=0.0, lt=1.0)
     seed: int = option(0, "Seed of the train/holdout split, the subset and shard order.", min=0)
+    tasks: int = option(0, "Ray tasks that decode the --from-folder images and write the shards, spread over the "
+                           "cluster (a submitted job's, else a local Ray); the same shards as one process. 0 = this "
+                           "process.", min=0, max=10_000)
+
+    def check(self) -> None:
+        if self.tasks and not self.from_folder:
+            raise ConfigError("--tasks splits a --from-folder build; the packaged data sets are built in one process")
 
     def destination(self) -> str:
         return self.out or ("data/" + (Path(self.from_folder).name if self.from_folder else self.dataset))

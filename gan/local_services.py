@@ -5,6 +5,7 @@ free, so two runs on one machine never collide; each server is stopped by its PI
 """
 from __future__ import annotations
 
+import json
 import os
 import random
 import secrets
@@ -222,6 +223,42 @@ def start_ray_head(temp_dir: str | Path, num_cpus: int = 2, timeout: float = 120
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("RAY_ADDRESS", None)
     url = f"http://127.0.0.1:{ports['dashboard-port']}"
-    server = Server("ray head", url, None, temp_dir / "ray-start.log", env={"RAY_ADDRESS": url, **client_env},
+    server = Server("ray head", url, None, temp_dir / "ray-start.log",
+                    env={"RAY_ADDRESS": url, "RAY_GCS_ADDRESS": f"127.0.0.1:{ports['port']}", **client_env},
                     command=command, process_env=env, ready=lambda: _http_ok(f"{url}/api/version"))
+    return server.start(timeout)
+
+
+def start_ray_node(head: Server, temp_dir: str | Path, num_cpus: int, resources: dict[str, float],
+                   env: dict[str, str] | None = None, timeout: float = 120.0) -> Server:
+    """A worker node joining `head` (`ray start --address --block`): its own raylet, object store and temp dir (nodes
+    sharing one race on a job's unpacked working dir), named by a custom resource. Ready once the head's dashboard
+    lists it alive. Stopping it kills its own process group only: to the cluster, a lost machine."""
+    temp_dir = Path(temp_dir)
+    temp_dir.mkdir(parents=True, exist_ok=True)
+    ports = dict(zip(("node-manager-port", "object-manager-port", "dashboard-agent-listen-port",
+                      "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port"), _free_ports(6)))
+    worker_port = _free_port_block(_RAY_WORKER_PORTS)
+    command = [str(Path(sys.executable).with_name("ray")), "start", f"--address={head.env['RAY_GCS_ADDRESS']}",
+               "--block", f"--num-cpus={num_cpus}", f"--resources={json.dumps(resources)}",
+               "--node-ip-address=127.0.0.1", f"--temp-dir={temp_dir}", "--disable-usage-stats",
+               f"--min-worker-port={worker_port}", f"--max-worker-port={worker_port + _RAY_WORKER_PORTS - 1}",
+               *[f"--{flag}={port}" for flag, port in ports.items()]]
+    process_env = {**head.process_env, **(env or {})}
+    name = next(iter(resources))
+
+    def alive() -> bool:
+        token = Path(head.env["RAY_AUTH_TOKEN_PATH"]).read_text().strip()
+        request = urllib.request.Request(f"{head.url}/api/v0/nodes",
+                                         headers={"Authorization": f"Bearer {token}"})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                body = json.loads(response.read())
+        except (OSError, ValueError):
+            return False
+        nodes = body.get("data", {}).get("result", {}).get("result", [])
+        return any(node.get("state") == "ALIVE" and name in node.get("resources_total", {}) for node in nodes)
+
+    server = Server(f"ray node {name}", head.url, None, temp_dir / "ray-start.log", env=head.env, command=command,
+                    process_env=process_env, ready=alive)
     return server.start(timeout)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
+from dataclasses import dataclass
 from typing import Iterable
 
 import numpy as np
@@ -43,28 +44,58 @@ def split_indices(count: int, holdout_fraction: float, seed: int,
     return {"train": np.sort(order[holdout:]), "holdout": np.sort(order[:holdout])}
 
 
-def write_shards(data: ImageSet, out: str, samples_per_shard: int, holdout_fraction: float, seed: int,
-                 image_format: str = "raw") -> Manifest:
-    """Write every split's shards, then the manifest last, so a manifest only ever names complete shards."""
+@dataclass(frozen=True)
+class ShardPlan:
+    """One shard to write: its split, file name and the ImageSet indices it holds, in order."""
+
+    split: str
+    name: str
+    indices: np.ndarray
+
+
+def plan_shards(data: ImageSet, samples_per_shard: int, holdout_fraction: float, seed: int) -> list[ShardPlan]:
+    """Every shard of the set, split by split; the same data, sizes and seed always give the same plan."""
+    plans = []
+    for split, indices in split_indices(len(data.images), holdout_fraction, seed, data.holdout).items():
+        for number, start in enumerate(range(0, len(indices), samples_per_shard)):
+            plans.append(ShardPlan(split, f"{split}-{number:06d}.tar", indices[start:start + samples_per_shard]))
+    return plans
+
+
+def write_shard(out: str, plan: ShardPlan, images: np.ndarray, labels: np.ndarray, image_format: str) -> ShardInfo:
+    """Encode and write one whole shard; `images` and `labels` are the plan's, in its order."""
+    body = tar_bytes((f"{plan.split}-{i:07d}", image_format, encode_image(image, image_format), label)
+                     for i, image, label in zip(plan.indices, images, labels))
+    storage.write_bytes(storage.join(out, plan.name), body)
+    return ShardInfo(name=plan.name, samples=len(plan.indices), sha256=hashlib.sha256(body).hexdigest())
+
+
+def new_manifest(data: ImageSet, image_format: str) -> Manifest:
     height, _, channels = data.images.shape[1:]
-    manifest = Manifest(resolution=height, channels=channels, class_names=data.class_names, source=data.source,
-                        image_format=image_format)
-    total = len(data.images)
-    with tqdm(total=total, desc=f"writing shards to {out}", unit="img") as progress:
-        for split, indices in split_indices(total, holdout_fraction, seed, data.holdout).items():
-            shards = []
-            for number, start in enumerate(range(0, len(indices), samples_per_shard)):
-                chunk = indices[start:start + samples_per_shard]
-                name = f"{split}-{number:06d}.tar"
-                body = tar_bytes((f"{split}-{i:07d}", image_format, encode_image(data.images[i], image_format),
-                                  data.labels[i]) for i in chunk)
-                storage.write_bytes(storage.join(out, name), body)
-                shards.append(ShardInfo(name=name, samples=len(chunk), sha256=hashlib.sha256(body).hexdigest()))
-                progress.update(len(chunk))
-            if shards:
-                manifest.splits[split] = shards
+    return Manifest(resolution=height, channels=channels, class_names=data.class_names, source=data.source,
+                    image_format=image_format)
+
+
+def finish_manifest(out: str, manifest: Manifest, plans: list[ShardPlan], written: list[ShardInfo]) -> Manifest:
+    """The manifest, written last, so that it only ever names complete shards."""
+    for plan, shard in zip(plans, written, strict=True):
+        manifest.splits.setdefault(plan.split, []).append(shard)
     write_manifest(out, manifest)
     return manifest
+
+
+def write_shards(data: ImageSet, out: str, samples_per_shard: int, holdout_fraction: float, seed: int,
+                 image_format: str = "raw") -> Manifest:
+    """Write every split's shards in this process, then the manifest (gan/parallel_shards.py spreads the same
+    plan over Ray tasks)."""
+    plans = plan_shards(data, samples_per_shard, holdout_fraction, seed)
+    written = []
+    with tqdm(total=len(data.images), desc=f"writing shards to {out}", unit="img") as progress:
+        for plan in plans:
+            written.append(write_shard(out, plan, data.images[plan.indices], data.labels[plan.indices],
+                                       image_format))
+            progress.update(len(plan.indices))
+    return finish_manifest(out, new_manifest(data, image_format), plans, written)
 
 
 def copy_shards(source: str, out: str) -> Manifest:

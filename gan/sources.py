@@ -83,23 +83,54 @@ def load_digits(resolution: int, channels: int) -> ImageSet:
     return ImageSet(images, digits.target.astype(np.int64), [str(d) for d in range(10)], "sklearn.datasets.load_digits")
 
 
-def load_folder(folder: str, resolution: int, channels: int) -> ImageSet:
+@dataclass(frozen=True)
+class FolderListing:
+    """An image folder's files in load order (class by class, sorted), with their labels."""
+
+    root: Path
+    paths: list[Path]
+    labels: list[int]
+    class_names: list[str]
+
+
+def list_folder(folder: str) -> FolderListing:
     """A flat folder of images (one class) or one sub-folder per class."""
     root = Path(folder)
     if not root.is_dir():
         raise FileNotFoundError(f"--from-folder {folder}: not a directory")
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir())
     groups = [(d.name, d) for d in class_dirs] or [(root.name, root)]
-    images, labels, unreadable = [], [], 0
+    paths, labels = [], []
     for label, (_, directory) in enumerate(groups):
-        for path in sorted(p for p in directory.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
-            try:
-                with Image.open(path) as image:
-                    images.append(_to_array(image, resolution, channels))
-                labels.append(label)
-            except (OSError, ValueError):
-                unreadable += 1
-    if not images:
-        raise ValueError(f"--from-folder {folder}: no readable images ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
-    return ImageSet(np.stack(images), np.asarray(labels, dtype=np.int64), [name for name, _ in groups],
-                    f"folder:{root.resolve()}", unreadable)
+        found = sorted(p for p in directory.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        paths += found
+        labels += [label] * len(found)
+    return FolderListing(root, paths, labels, [name for name, _ in groups])
+
+
+def decode_files(paths: list[Path], resolution: int, channels: int) -> list[np.ndarray | None]:
+    """Each file as a (resolution, resolution, channels) uint8 array, or None where PIL cannot decode it."""
+    decoded: list[np.ndarray | None] = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                decoded.append(_to_array(image, resolution, channels))
+        except (OSError, ValueError):
+            decoded.append(None)
+    return decoded
+
+
+def folder_image_set(listing: FolderListing, decoded: list[np.ndarray | None]) -> ImageSet:
+    """The ImageSet of a listed folder from its decoded files (in listing order); unreadable ones counted."""
+    kept = [i for i, image in enumerate(decoded) if image is not None]
+    if not kept:
+        raise ValueError(f"--from-folder {listing.root}: no readable images ({', '.join(sorted(IMAGE_SUFFIXES))}) "
+                         f"found")
+    return ImageSet(np.stack([decoded[i] for i in kept]), np.asarray([listing.labels[i] for i in kept], np.int64),
+                    listing.class_names, f"folder:{listing.root.resolve()}", len(decoded) - len(kept))
+
+
+def load_folder(folder: str, resolution: int, channels: int) -> ImageSet:
+    """A flat folder of images (one class) or one sub-folder per class, decoded in this process."""
+    listing = list_folder(folder)
+    return folder_image_set(listing, decode_files(listing.paths, resolution, channels))

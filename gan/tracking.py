@@ -122,6 +122,7 @@ class RunLogger:
         self.failed_calls = 0
         self.dropped_calls = 0
         self.cpu_seconds = 0.0  # CPU time the logger thread spent making calls: what tracking costs the machine
+        self._logged_up_to: dict[str, int] = {}  # per metric, the last step the run held before a restore
         if self.active:
             self._client = MlflowClient(tracking_uri)
             self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
@@ -156,8 +157,29 @@ class RunLogger:
         if lost:
             metrics = {**metrics, "tracking/failed_calls": float(lost)}
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        self._submit("metrics", lambda: self._client.log_batch(self.run_id, metrics=batch))
+
+        def deliver() -> None:
+            batch = [Metric(k, float(v), now, step) for k, v in self.not_yet_logged(metrics, step).items()]
+            if batch:
+                self._client.log_batch(self.run_id, metrics=batch)
+
+        self._submit("metrics", deliver)
+
+    def not_yet_logged(self, metrics: dict[str, float], step: int) -> dict[str, float]:
+        """The metrics whose series the run does not already hold up to `step` (see `continue_history`)."""
+        return {k: v for k, v in metrics.items() if step > self._logged_up_to.get(k, -1)}
+
+    def continue_history(self) -> None:
+        """After a restore. A crash can come after metrics were logged for steps past the checkpoint restored from;
+        those steps are trained again, and logging them again would give a series two values at one step (Ray
+        users meet duplicated epochs after restarts, ray#48664). So the values logged before the crash stand, and
+        each series continues after its own last step. Queued ahead of every later call, so all of them see it."""
+        def load() -> None:
+            history = self._client.get_metric_history
+            self._logged_up_to = {key: max((m.step for m in history(self.run_id, key)), default=-1)
+                                  for key in self._client.get_run(self.run_id).data.metrics}
+
+        self._submit("metric history", load)
 
     def log_image(self, image: np.ndarray, key: str, step: int) -> None:
         self._submit(f"image {key}", lambda: self._client.log_image(self.run_id, image, key=key, step=step))
@@ -180,7 +202,7 @@ class RunLogger:
             return
 
         def upload() -> None:
-            registry.upload(self.tracking_uri, self.run_id, directory, step, tags, metrics)
+            registry.upload(self.tracking_uri, self.run_id, directory, step, tags, self.not_yet_logged(metrics, step))
             if keep:
                 registry.prune(self.tracking_uri, self.run_id, keep)
 

@@ -67,8 +67,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     schedule = build_schedule(manifest.shards("train"), world_size, config.batch_size, config.seed,
                               config.steps_per_epoch, *config.length(), config.tick_kimg)
     tracker = RunLogger(config.tracking_uri, loop_config["run_id"], active=rank == 0 and loop_config["run_id"])
+    if checkpoint is not None:
+        tracker.continue_history()
     if restarted is not None:
         tracker.note_restart(state.epoch, state.step)
+    _record_placement(tracker, rank)
     judge = _QualityJudge(config, manifest, shape, tracker) if rank == 0 and config.quality_every else None
     batches = BatchStream(lambda epoch, health: _epoch_batches(config, manifest, world_size, rank, epoch, device,
                                                                health))
@@ -88,6 +91,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 window_start = time.perf_counter()
         state.epoch = tick.epoch + 1 if tick.ends_epoch else state.epoch
         metrics = {"epoch": state.epoch, "tick": tick.index, "kimg": state.step * schedule.images_per_step / 1000,
+                   "cluster/world_size": world_size,
                    **timer.finish(tick.steps * schedule.images_per_step),
                    **sum_across_ranks(batches.health.unreported_metrics())}
         tracker.log_metrics(metrics, state.step)
@@ -111,6 +115,21 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 def _seed(seed: int, rank: int, step: int = 0, epoch: int = 0) -> int:
     """The one seed formula: distinct per rank, per resume point (`step`) and per data epoch."""
     return seed * 7919 + 1_000_003 * epoch + 1000 * step + rank
+
+
+def _record_placement(tracker: RunLogger, rank: int) -> None:
+    """Which Ray node each rank runs on, as run tag `cluster.nodes` (rank=node id, ...; rewritten at every start
+    of the worker group, since a restart may place ranks elsewhere) and `cluster.node_count`. A collective: every
+    rank calls it."""
+    import torch.distributed as dist
+
+    node = ray.get_runtime_context().get_node_id()
+    nodes = [None] * dist.get_world_size() if dist.is_initialized() else [node]
+    if dist.is_initialized():
+        dist.all_gather_object(nodes, node)
+    if rank == 0:
+        tracker.set_tags({"cluster.nodes": ",".join(f"{r}={n}" for r, n in enumerate(nodes)),
+                          "cluster.node_count": str(len(set(nodes)))})
 
 
 def _quiet_ray_reports(verbose: bool) -> None:
@@ -288,8 +307,10 @@ def build_trainer(config: TrainConfig, run_id: str | None, callbacks: list | Non
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"train": to_dict(config), "run_id": run_id, "start_checkpoint": start_checkpoint},
+        # SPREAD: one rank per node where they fit, so a lost node takes as few ranks as possible with it.
         scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu,
-                                     resources_per_worker={"CPU": config.cpus_per_worker}),
+                                     resources_per_worker={"CPU": config.cpus_per_worker},
+                                     placement_strategy="SPREAD"),
         run_config=RunConfig(
             name=config.run_name,
             storage_path=storage_path,

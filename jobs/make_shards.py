@@ -4,6 +4,8 @@ shards + shards.json.
     python -m jobs.make_shards                      # data/mnist: 60,000 train / 10,000 holdout
     python -m jobs.make_shards --dataset digits     # data/digits: 1,617 / 180
     python -m jobs.make_shards --from-folder ~/celeba --resolution 64 --channels 3 --out data/celeba
+    ray job submit --working-dir . -- python -m jobs.make_shards --from-folder /shared/celeba --tasks 32 \
+        --out s3://bucket/celeba                    # decoded and written by 32 Ray tasks over the cluster
 """
 from __future__ import annotations
 
@@ -23,6 +25,19 @@ def main(argv: list[str] | None = None) -> int:
         out = config.destination()
         if config.upload_from:
             manifest = copy_shards(config.upload_from, out)
+        elif config.tasks:
+            from gan import storage
+            from gan.parallel_shards import build_from_folder
+            from jobs.ray_session import start_or_join
+
+            start_or_join()
+            manifest, unreadable, nodes = build_from_folder(
+                config.from_folder, out, config.resolution, config.channels, config.samples_per_shard,
+                config.holdout_fraction, config.seed, config.image_format, config.max_images, config.tasks,
+                endpoint=storage.endpoint_url())
+            print(f"make_shards: Ray tasks on {nodes} node(s) wrote the shards")
+            if unreadable:
+                print(f"make_shards: skipped {unreadable} unreadable image files in {config.from_folder}")
         else:
             data = (load_folder(config.from_folder, config.resolution, config.channels) if config.from_folder
                     else load_dataset(config.dataset, config.resolution, config.channels, config.cache_dir))
