@@ -200,7 +200,8 @@ _RAY_PORT_FLAGS = ("port", "dashboard-port", "ray-client-server-port", "node-man
 _RAY_WORKER_PORTS = 201  # one per worker process Ray may start; a 2-CPU node with Tune + Train needs far fewer
 
 
-def start_ray_head(temp_dir: str | Path, num_cpus: int = 2, timeout: float = 120.0) -> Server:
+def start_ray_head(temp_dir: str | Path, num_cpus: int = 2, timeout: float = 120.0,
+                   extra_env: dict[str, str] | None = None) -> Server:
     """A one-node Ray cluster (`ray start --head --block`) on free loopback ports, with its own temp dir.
 
     Stopping it kills only its own process group: `ray stop` would stop every Ray on the machine."""
@@ -219,7 +220,7 @@ def start_ray_head(temp_dir: str | Path, num_cpus: int = 2, timeout: float = 120
     token_path.chmod(0o600)
     client_env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_path)}
     # Jobs run `python`: make it this environment's, as a cluster's setup commands would.
-    env = {**os.environ, **client_env,
+    env = {**os.environ, **client_env, **(extra_env or {}),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("RAY_ADDRESS", None)
     url = f"http://127.0.0.1:{ports['dashboard-port']}"
