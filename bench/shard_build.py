@@ -31,7 +31,7 @@ def make_folder(root: Path, count: int) -> None:
         tint = np.array([1.0, 0.6 + (index % 7) / 20, 1.0 - (index % 5) / 10])
         image = Image.fromarray((digits.images[index % len(digits.images)] * tint).astype(np.uint8))
         folder = root / f"class{digits.labels[index % len(digits.images)]}"
-        folder.mkdir(exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
         image.resize((160, 120)).save(folder / f"{index:06d}.jpg", quality=90)
 
 
