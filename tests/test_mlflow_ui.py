@@ -30,7 +30,7 @@ def ui(swept, digits_shards):
     train = subprocess.run(
         [sys.executable, "-m", "jobs.train", "--shards", str(digits_shards), "--epochs", "2", "--steps-per-epoch", "3",
          "--batch-size", "16", "--g-features", "8", "--d-features", "8", "--quality-every", "1",
-         "--quality-samples", "200", "--run-name", "tiny-run", "--tracking-uri", tracking,
+         "--quality-samples", "200", "--run-name", "tiny-run", "--tracking-uri", tracking, "--no-register",
          "--artifact-root", str(swept / "mlartifacts"), "--storage-path", str(swept / "ray")],
         cwd=swept, capture_output=True, text=True, timeout=600, env=clean_env())
     assert train.returncode == 0, train.stdout[-2000:] + train.stderr[-3000:]

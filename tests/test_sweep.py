@@ -89,6 +89,7 @@ def test_every_trial_keeps_its_best_generator_and_the_parent_points_at_the_best_
     # sweep's best; and the sweep registered it, once, as the champion of its data set's name.
     again = fid_of_model(parent.data.tags["best.model_uri"], tracking, digits_shards, 200)  # --quality-samples, seed 0
     assert again == pytest.approx(parent.data.metrics["best/fid_domain"], rel=1e-4)
+    # (The store is shared with the UI test's tiny run, which does not register.)
     (version,) = client.search_model_versions("name = 'dcgan-digits'")
     assert version.source == parent.data.tags["best.model_uri"]
     assert client.get_model_version_by_alias("dcgan-digits", "champion").version == version.version
