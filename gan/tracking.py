@@ -188,7 +188,7 @@ class RunLogger:
                       keep: int = 0) -> None:
         """The generator as a LoggedModel at `step` with `metrics` (logged to the run too) linked to it: exported
         here, in the caller's thread (see registry.save_local), uploaded in the background; then, with `keep`, the
-        run's models pruned to that many best plus the newest. Metrics alone when the export fails."""
+        run's models pruned to that many (registry.prune). Metrics alone when the export fails."""
         if not self.active:
             return
         from gan import registry
@@ -223,12 +223,6 @@ class RunLogger:
     def set_tags(self, tags: dict[str, str]) -> None:
         self._submit("tags", lambda: [self._client.set_tag(self.run_id, k, v) for k, v in tags.items()])
 
-    def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None:
-        """Uploaded before this returns (the file may be temporary): waits for the calls queued ahead of it."""
-        self._submit(f"artifact {local_path}",
-                     lambda: self._client.log_artifact(self.run_id, str(local_path), artifact_path))
-        self.flush()
-
     def lowest(self, key: str) -> float:
         """The lowest value of a metric this run has logged so far (inf if none, or if the store cannot say)."""
         if not self.active:
@@ -239,18 +233,6 @@ class RunLogger:
         except Exception as error:  # noqa: BLE001 - an unknown best only means the next one is logged as best
             log.warning("could not read %s from MLflow run %s: %s", key, self.run_id, error)
             return math.inf
-
-    def log_folder_then_delete(self, directory: str | Path, artifact_path: str) -> None:
-        """Uploads a temporary folder's files in the background, then deletes the folder (handed over by the
-        caller), so training does not wait on the upload."""
-        def upload() -> None:
-            try:
-                self._client.log_artifacts(self.run_id, str(directory), artifact_path)
-            finally:
-                shutil.rmtree(directory, ignore_errors=True)
-
-        if not self._submit(f"artifacts {artifact_path}", upload):
-            shutil.rmtree(directory, ignore_errors=True)
 
     def flush(self, timeout: float = 300.0) -> bool:
         """Wait until every call queued so far was made (or failed); False if that took longer than timeout."""
