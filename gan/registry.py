@@ -180,6 +180,19 @@ def champion(client: MlflowClient, name: str):
         return None
 
 
+def choose_name(tracking_uri: str, register_as: str, source: str, dataset_hash: str) -> str:
+    """The registered model a run's best generator joins: `register_as`, else `default_name(source)`. A name
+    already holding another shard set's generators is refused when given (ConfigError: fid_domain across data sets
+    does not compare); the default name then adds the shards' hash."""
+    from gan.config import ConfigError
+
+    name = register_as or default_name(source)
+    conflict = registry_conflict(tracking_uri, name, dataset_hash)
+    if conflict and register_as:
+        raise ConfigError(f"--register-as {conflict}")
+    return f"{name}-{dataset_hash[:8]}" if conflict else name
+
+
 def registry_conflict(tracking_uri: str, name: str, dataset_hash: str) -> str:
     """Why `name` cannot take this run's generator ('' if it can): its champion was trained on other shards, and
     fid_domain on different data is not comparable."""
@@ -220,10 +233,10 @@ def register_best(tracking_uri: str, run_id: str, name: str, dataset_hash: str) 
         return None
     best = models[0]
     fid = model_metric(best, RANK_METRIC)
+    measured = {key.split("/")[-1]: model_metric(best, key) for key in VERSION_METRICS}
     tags = {"run_id": run_id, "model_id": best.model_id, "dataset_hash": dataset_hash,
             "step": best.tags.get("step", ""), "epoch": best.tags.get("epoch", ""),
-            **{key.split("/")[-1]: f"{model_metric(best, key):.6g}" for key in VERSION_METRICS
-               if math.isfinite(model_metric(best, key))}}
+            **{name: f"{value:.6g}" for name, value in measured.items() if math.isfinite(value)}}
     try:
         client.create_registered_model(name, description="DCGAN generators (dcgan-ray). Input: latent vectors z; "
                                                          "output: images in [-1, 1]. Alias champion = the best.")
@@ -240,3 +253,19 @@ def register_best(tracking_uri: str, run_id: str, name: str, dataset_hash: str) 
         client.set_registered_model_alias(name, CHAMPION, version.version)
         current, current_fid = version, fid
     return Registration(name, str(version.version), fid, str(current.version), current_fid)
+
+
+def report_registration(job: str, tracking_uri: str, run_id: str, data_facts: dict[str, str]) -> None:
+    """Register the run's best generator under data_facts["registry.name"] and say on the console what happened.
+    A registry that fails now leaves the logged models in place, and the line says so (on stderr)."""
+    import sys
+
+    name = data_facts["registry.name"]
+    try:
+        registration = register_best(tracking_uri, run_id, name, data_facts["data.dataset_hash"])
+    except Exception as error:  # noqa: BLE001 - the run's generators are logged; only the registry entry is missing
+        print(f"{job}: could not register the best generator as {name!r} ({type(error).__name__}: {error}); it is "
+              f"logged in run {run_id}: register it from the run's Models tab", file=sys.stderr, flush=True)
+        return
+    print(f"{job}: {registration.describe()}" if registration else
+          f"{job}: no generator was logged (quality off and no final model?); nothing registered", flush=True)

@@ -124,8 +124,9 @@ def _record_placement(tracker: RunLogger, rank: int) -> None:
     import torch.distributed as dist
 
     node = ray.get_runtime_context().get_node_id()
-    nodes = [None] * dist.get_world_size() if dist.is_initialized() else [node]
+    nodes = [node]
     if dist.is_initialized():
+        nodes = [None] * dist.get_world_size()
         dist.all_gather_object(nodes, node)
     if rank == 0:
         tracker.set_tags({"cluster.nodes": ",".join(f"{r}={n}" for r, n in enumerate(nodes)),

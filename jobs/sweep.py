@@ -10,10 +10,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from gan import storage
+from gan import registry, storage
 from gan.config import ConfigError, SweepConfig, TrainConfig, parse, to_dict
 from gan.manifest import ManifestError
-from jobs.train import check_against_shards, register
+from jobs.train import check_against_shards
 
 
 def check_sweep(config: SweepConfig) -> None:
@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         _record(config, parent, rows, best)
         set_run_status(config.tracking_uri, parent, "FINISHED", "completed")
         if best and best.get("run_id") and "registry.name" in data_facts:
-            register(config, best["run_id"], data_facts, job="sweep")  # once, the best trial's best generator
+            # once, the best trial's best generator
+            registry.report_registration("sweep", config.tracking_uri, best["run_id"], data_facts)
     width = max(len(row["run_name"]) for row in rows)
     for row in rows:
         print(f"sweep: {row['run_name']:<{width}} {row['status']:<14} epochs {row['epochs']:>3}  "
@@ -103,7 +104,6 @@ def _record(config: SweepConfig, parent: str, rows: list[dict], best: dict | Non
     """Close each child run with its outcome; put the table, the plot and the best trial on the parent."""
     from mlflow import MlflowClient
 
-    from gan.registry import run_models
     from gan.sweep_report import write_plot, write_table
     from gan.tracking import set_run_status
 
@@ -117,7 +117,7 @@ def _record(config: SweepConfig, parent: str, rows: list[dict], best: dict | Non
         row["model_uri"] = ""  # the trial's best logged generator (lowest fid_domain)
         if children:
             set_run_status(config.tracking_uri, row["run_id"], outcome.get(row["status"], "FAILED"), row["status"])
-            if models := run_models(client, row["run_id"]):
+            if models := registry.run_models(client, row["run_id"]):
                 row["model_uri"] = f"models:/{models[0].model_id}"
     with tempfile.TemporaryDirectory() as tmp:
         client.log_artifact(parent, str(write_table(rows, Path(tmp) / "summary.csv")))

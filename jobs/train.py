@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from gan import storage
+from gan import registry, storage
 from gan.augment import parse_policy
 from gan.classifier import ensure_reference
 from gan.config import ConfigError, TrainConfig, parse, to_dict
@@ -32,7 +32,8 @@ def check_against_shards(config: TrainConfig) -> dict[str, str]:
                       config.steps_per_epoch)
     facts = {}
     if config.tracking and config.register:  # before the classifier trains: a refused name fails in a second
-        facts["registry.name"] = registered_name(config, manifest)
+        facts["registry.name"] = registry.choose_name(config.tracking_uri, config.register_as, manifest.source,
+                                                      manifest.dataset_hash)
     if config.quality_every:
         reference, built = ensure_reference(config.shards, manifest, strict=config.strict)
         print(f"train: domain classifier for quality metrics {'trained' if built else 'loaded'} "
@@ -51,33 +52,6 @@ def check_against_shards(config: TrainConfig) -> dict[str, str]:
     return {**facts, "data.dataset_hash": manifest.dataset_hash, "data.source": manifest.source,
             "data.train_samples": str(manifest.sample_count("train")), "data.channels": str(manifest.channels),
             "data.image_format": manifest.image_format, "data.steps_per_epoch": str(plan.steps)}
-
-
-def registered_name(config: TrainConfig, manifest) -> str:
-    """The registered model this run's best generator joins. A name already holding another shard set's generators
-    is refused when given (fid_domain across data sets does not compare); the default then adds the shards' hash."""
-    from gan import registry
-
-    name = config.register_as or registry.default_name(manifest.source)
-    conflict = registry.registry_conflict(config.tracking_uri, name, manifest.dataset_hash)
-    if conflict and config.register_as:
-        raise ConfigError(f"--register-as {conflict}")
-    return f"{name}-{manifest.dataset_hash[:8]}" if conflict else name
-
-
-def register(config: TrainConfig, run_id: str, data_facts: dict[str, str], job: str = "train") -> None:
-    """Register the run's best generator; a registry that fails now leaves the logged models, and says so."""
-    from gan.registry import register_best
-
-    name = data_facts["registry.name"]
-    try:
-        registration = register_best(config.tracking_uri, run_id, name, data_facts["data.dataset_hash"])
-    except Exception as error:  # noqa: BLE001 - the run's generators are logged; only the registry entry is missing
-        print(f"{job}: could not register the best generator as {name!r} ({type(error).__name__}: {error}); it is "
-              f"logged in run {run_id}: register it from the run's Models tab", file=sys.stderr, flush=True)
-        return
-    print(f"{job}: {registration.describe()}" if registration else
-          f"{job}: no generator was logged (quality off and no final model?); nothing registered", flush=True)
 
 
 class RunFailed(RuntimeError):
@@ -103,7 +77,7 @@ def run(config: TrainConfig, data_facts: dict[str, str]):
         result = build_trainer(config, run_id).fit()
         status, failure = "FINISHED", ""
         if run_id and "registry.name" in data_facts:
-            register(config, run_id, data_facts)
+            registry.report_registration("train", config.tracking_uri, run_id, data_facts)
         return result
     except Exception as error:
         failure = failure_summary(error)
