@@ -249,17 +249,21 @@ def start_ray_node(head: Server, temp_dir: str | Path, num_cpus: int, resources:
     name = next(iter(resources))
 
     def alive() -> bool:
-        token = Path(head.env["RAY_AUTH_TOKEN_PATH"]).read_text().strip()
-        request = urllib.request.Request(f"{head.url}/api/v0/nodes",
-                                         headers={"Authorization": f"Bearer {token}"})
         try:
-            with urllib.request.urlopen(request, timeout=5) as response:
-                body = json.loads(response.read())
-        except (OSError, ValueError):
+            return any(name in resources for resources in live_nodes(head).values())
+        except (OSError, ValueError, KeyError):
             return False
-        nodes = body.get("data", {}).get("result", {}).get("result", [])
-        return any(node.get("state") == "ALIVE" and name in node.get("resources_total", {}) for node in nodes)
 
     server = Server(f"ray node {name}", head.url, None, temp_dir / "ray-start.log", env=head.env, command=command,
                     process_env=process_env, ready=alive)
     return server.start(timeout)
+
+
+def live_nodes(head: Server) -> dict[str, dict[str, float]]:
+    """Node id -> total resources of every live node of `head`'s cluster (the dashboard's state API, with the
+    cluster's token); `start_ray_node` names each node by a custom resource among them."""
+    token = Path(head.env["RAY_AUTH_TOKEN_PATH"]).read_text().strip()
+    request = urllib.request.Request(f"{head.url}/api/v0/nodes", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        nodes = json.loads(response.read())["data"]["result"]["result"]
+    return {node["node_id"]: node["resources_total"] for node in nodes if node["state"] == "ALIVE"}

@@ -11,7 +11,7 @@ import pytest
 from mlflow import MlflowClient
 
 from gan import storage
-from gan.local_services import start_ray_head, start_ray_node
+from gan.local_services import live_nodes, start_ray_head, start_ray_node
 from gan.manifest import read_manifest
 from gan.shard_writer import copy_shards, write_shards
 from gan.sources import load_folder
@@ -80,17 +80,6 @@ def test_a_folder_build_spread_over_nodes_writes_the_same_shards_as_one_process(
     assert read_manifest(out).dataset_hash == expected.dataset_hash
 
 
-def _node_ids(head) -> dict[str, str]:
-    """Custom resource name -> node id of every live node (the dashboard's state API)."""
-    import urllib.request
-
-    token = Path(head.env["RAY_AUTH_TOKEN_PATH"]).read_text().strip()
-    request = urllib.request.Request(f"{head.url}/api/v0/nodes", headers={"Authorization": f"Bearer {token}"})
-    nodes = json.loads(urllib.request.urlopen(request, timeout=10).read())["data"]["result"]["result"]
-    return {name: node["node_id"] for node in nodes if node["state"] == "ALIVE"
-            for name in node["resources_total"] if name.startswith("node_")}
-
-
 def test_a_node_lost_mid_run_resumes_on_the_others_with_one_value_per_step(nodes, s3_env, mlflow_server,
                                                                            digits_shards):
     import time
@@ -123,8 +112,8 @@ def test_a_node_lost_mid_run_resumes_on_the_others_with_one_value_per_step(nodes
             time.sleep(1)
         time.sleep(3)  # into the next epoch, past some of its logged windows
         placement = dict(pair.split("=") for pair in run().data.tags["cluster.nodes"].split(","))
-        by_id = {node_id: name for name, node_id in _node_ids(head).items()}
-        victim = by_id[placement["1"]]  # the node holding rank 1 goes, raylet and workers, as a lost machine would
+        # The node holding rank 1 goes, raylet and workers, as a lost machine would.
+        victim = next(name for name in live_nodes(head)[placement["1"]] if name.startswith("node_"))
         {**nodes["by_name"], "node_c": spare}[victim].stop()
         deadline = time.monotonic() + 600
         status = ""
