@@ -145,9 +145,7 @@ class TrainConfig:
 
     def resolved(self) -> "TrainConfig":
         """Paths made absolute and a run name chosen, so every worker and every resume agree."""
-        tracking = self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlruns.db"
-        if tracking.startswith("sqlite:///") and not tracking.startswith("sqlite:////"):
-            tracking = "sqlite:///" + absolute(tracking.removeprefix("sqlite:///"))
+        tracking = resolve_tracking_uri(self.tracking_uri)
         run_name = self.run_name or f"{self.RUN_PREFIX or self.experiment}-{_timestamp()}"
         return dataclasses.replace(
             self,
@@ -326,6 +324,15 @@ class SampleConfig:
             raise ConfigError("--model is required, e.g. --model models:/dcgan-mnist@champion")
         if self.interpolate == 1:
             raise ConfigError("--interpolate 1 has no in-between: give at least 2 steps (e.g. 8), or 0 for samples")
+
+
+def resolve_tracking_uri(given: str) -> str:
+    """--tracking-uri as every job reads it: the flag, else MLFLOW_TRACKING_URI, else sqlite:///mlruns.db; a
+    relative sqlite path made absolute, so every process that gets it finds the same file."""
+    tracking = given or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlruns.db"
+    if tracking.startswith("sqlite:///") and not tracking.startswith("sqlite:////"):
+        tracking = "sqlite:///" + absolute(tracking.removeprefix("sqlite:///"))
+    return tracking
 
 
 def validate(config: Any) -> Any:

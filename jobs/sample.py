@@ -6,12 +6,11 @@
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 from gan import storage
-from gan.config import ConfigError, SampleConfig, parse
+from gan.config import ConfigError, SampleConfig, parse, resolve_tracking_uri
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,8 +19,7 @@ def main(argv: list[str] | None = None) -> int:
         from gan.sampling import load, sample_picture
 
         storage.configure(config.s3_endpoint_url)
-        tracking = config.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlruns.db"
-        sampler = load(config.model, tracking)
+        sampler = load(config.model, resolve_tracking_uri(config.tracking_uri))
     except (ConfigError, FileNotFoundError, ValueError, storage.StorageError) as error:
         print(f"sample: {error}", file=sys.stderr)
         return 2
