@@ -109,7 +109,15 @@ class TrainConfig:
     bf16: bool = option(False, "bfloat16 autocast for the forward passes (GPUs with bf16, recent CPUs).")
     compile: bool = option(False, "torch.compile both networks (pays a compile at start, then faster steps).")
     # resources
-    num_workers: int = option(2, "Ray Train workers (DDP ranks).", min=1, max=4096)
+    num_workers: int = option(2, "Ray Train workers (DDP ranks); with --min-workers, the most the run grows to.",
+                              min=1, max=4096)
+    min_workers: int = option(0, "Elastic training: the run goes on with as few as this many workers when nodes are "
+                                 "lost, and grows back to --num-workers when they return; the global batch and "
+                                 "learning rate stay those of --num-workers (docs/deployment.md). 0 = fixed.",
+                              min=0, max=4096)
+    elastic_resize_seconds: float = option(60.0, "Elastic runs: seconds between Ray Train's checks for room to "
+                                                 "grow (a growth restarts the workers from the latest checkpoint).",
+                                           gt=0.0)
     cpus_per_worker: float = option(1.0, "CPUs reserved per worker; also its torch thread count.", gt=0.0)
     use_gpu: bool = option(False, "One GPU per worker, NCCL backend.")
     max_failures: int = option(1, "Worker-group restarts Ray Train may make from the latest checkpoint.", min=0)
@@ -138,6 +146,14 @@ class TrainConfig:
         from gan.augment import parse_policy
 
         parse_policy(self.diffaugment)
+        if self.min_workers > self.num_workers:
+            raise ConfigError(f"--min-workers {self.min_workers} is more than --num-workers {self.num_workers}: "
+                              f"--num-workers is the most an elastic run grows to, so give it at least "
+                              f"{self.min_workers}")
+
+    @property
+    def elastic(self) -> bool:
+        return 0 < self.min_workers < self.num_workers
 
     def length(self) -> tuple[int, float]:
         """(epochs, kimg) bounds in force: with neither given, DEFAULT_KIMG."""

@@ -69,6 +69,36 @@ def deal_shards(shards: list[ShardInfo], parts: int) -> list[list[ShardInfo]]:
     return dealt
 
 
+def planned_ranks_of(rank: int, world_size: int, planned: int) -> tuple[int, ...]:
+    """Which shares of an epoch plan made for `planned` ranks this rank of a `world_size` group reads: every
+    world_size-th, starting at its own. A group of any size then trains on exactly the planned batches, so an
+    elastic run that lost a node keeps its global batch, its schedule and its place in the interrupted epoch."""
+    if not 0 < world_size <= planned:
+        raise ValueError(f"a group of {world_size} ranks cannot read a plan for {planned}")
+    return tuple(range(rank, planned, world_size))
+
+
+def share_weight(rank: int, world_size: int, planned: int) -> float:
+    """What this rank's losses are scaled by so that DDP's plain average of the ranks' gradients is the gradient of
+    the global batch's mean loss when ranks hold unequal shares (3 planned ranks on 2: 2/3 and 1/3 of the batch).
+    1.0 when the shares are equal."""
+    return len(planned_ranks_of(rank, world_size, planned)) * world_size / planned
+
+
+def joined_batches(streams: list[Iterator[tuple[torch.Tensor, torch.Tensor]]]
+                   ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One batch from each planned share, concatenated: a rank standing in for several planned ranks."""
+    if len(streams) == 1:
+        yield from streams[0]
+        return
+    try:
+        for parts in zip(*streams):
+            yield torch.cat([images for images, _ in parts]), torch.cat([labels for _, labels in parts])
+    finally:  # stop loader processes now, not at garbage collection, when the epoch ends early
+        for stream in streams:
+            getattr(stream, "close", lambda: None)()
+
+
 def normalise(images: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] -> float [-1, 1], the range of the generator's Tanh."""
     return images.float().div_(127.5).sub_(1.0)

@@ -29,6 +29,10 @@ class TrainState:
     ema: GeneratorEMA | None = None
     augment: tuple[str, ...] = ()  # DiffAugment policy (gan/augment.py); () = off
     images_per_step: int = 0  # the global batch, for the EMA's half-life in images (0 = this rank's batch)
+    # This rank's share of the global batch times the world size: DDP averages gradients over ranks equally, so a
+    # rank holding more of the batch than the others (an elastic run on fewer ranks) scales its losses by this to
+    # make the average the global batch's mean. 1 when every rank holds the same share.
+    loss_weight: float = 1.0
     epoch: int = 0  # epochs completed
     step: int = 0  # optimiser steps completed, counted once per global batch
 

@@ -42,17 +42,17 @@ def _step(state: TrainState, real: torch.Tensor) -> torch.Tensor:
     with _local_only(discriminator):
         real_logits = discriminator(diffaugment(real, policy))
         loss_real = real_loss(real_logits)
-        loss_real.backward()
+        loss_real.mul(state.loss_weight).backward()
     fake_logits = discriminator(diffaugment(fake.detach(), policy))
     loss_fake = fake_loss(fake_logits)
-    loss_fake.backward()
+    loss_fake.mul(state.loss_weight).backward()
     state.opt_d.step()
 
     # D's gradients from the generator step are thrown away, so they need no all-reduce either.
     state.opt_g.zero_grad(set_to_none=True)
     with _local_only(discriminator):
         loss_g = generator_loss(discriminator(diffaugment(fake, policy)))
-        loss_g.backward()
+        loss_g.mul(state.loss_weight).backward()
     state.opt_g.step()
     state.step += 1
     if state.ema is not None:

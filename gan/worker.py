@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import tempfile
 import time
+import traceback
 from typing import Any
 
 import ray.train
@@ -23,7 +25,8 @@ from gan.augment import parse_policy
 from gan.checkpoint import load_checkpoint, save_checkpoint
 from gan.classifier import load_run_reference
 from gan.config import TrainConfig, from_dict, to_dict
-from gan.data import BatchStream, normalise, plan_epoch, rank_batches
+from gan.data import (BatchStream, joined_batches, normalise, plan_epoch, planned_ranks_of, rank_batches,
+                      share_weight)
 from gan.images import sample_grid
 from gan.loader_processes import process_batches
 from gan.manifest import Manifest, read_manifest
@@ -55,22 +58,24 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     _quiet_ray_reports(config.verbose)
     device = ray.train.torch.get_device()
     manifest = read_manifest(config.shards)
-    state, shape = _build_state(config, manifest, world_size, device)
+    state, shape = _build_state(config, manifest, rank, world_size, device)
     restarted = ray.train.get_checkpoint()  # this run's own latest: the worker group is being restarted
     # Else a checkpoint handed over to start from (a PBT trial continuing its own or a leader's weights).
     checkpoint = restarted or loop_config.get("start_checkpoint")
+    meta = {}
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            load_checkpoint(state, directory)
+            meta = load_checkpoint(state, directory)
         state.set_lr(config.lr, config.lr_d)  # the restored optimiser carries the old rates; PBT may set new ones
     torch.manual_seed(_seed(config.seed, rank, step=state.step))  # distinct noise per rank and per resume
-    schedule = build_schedule(manifest.shards("train"), world_size, config.batch_size, config.seed,
+    # Planned for --num-workers ranks whatever the group's size, so an elastic run keeps its schedule (gan/data.py).
+    schedule = build_schedule(manifest.shards("train"), config.num_workers, config.batch_size, config.seed,
                               config.steps_per_epoch, *config.length(), config.tick_kimg)
     tracker = RunLogger(config.tracking_uri, loop_config["run_id"], active=rank == 0 and loop_config["run_id"])
     if checkpoint is not None:
         tracker.continue_history()
     if restarted is not None:
-        tracker.note_restart(state.epoch, state.step)
+        _note_restart(tracker, state, world_size, int(meta.get("world_size", world_size)), rank)
     _record_placement(tracker, rank)
     judge = _QualityJudge(config, manifest, shape, tracker) if rank == 0 and config.quality_every else None
     batches = BatchStream(lambda epoch, health: _epoch_batches(config, manifest, world_size, rank, epoch, device,
@@ -141,7 +146,7 @@ def _quiet_ray_reports(verbose: bool) -> None:
     logging.getLogger(ray_train_context.__file__).setLevel(logging.INFO if verbose else logging.WARNING)
 
 
-def _build_state(config: TrainConfig, manifest: Manifest, world_size: int,
+def _build_state(config: TrainConfig, manifest: Manifest, rank: int, world_size: int,
                  device: torch.device) -> tuple[TrainState, ModelShape]:
     torch.set_num_threads(max(1, int(config.cpus_per_worker)))
     storage.configure(config.s3_endpoint_url)
@@ -149,7 +154,8 @@ def _build_state(config: TrainConfig, manifest: Manifest, world_size: int,
     state = TrainState.create(shape, config.lr, config.beta1, config.seed, lr_d=config.lr_d,
                               ema_half_life_kimg=config.ema_half_life_kimg, ema_rampup=config.ema_rampup,
                               augment=parse_policy(config.diffaugment, manifest.channels),
-                              images_per_step=config.batch_size * world_size)
+                              images_per_step=config.batch_size * config.num_workers)
+    state.loss_weight = share_weight(rank, world_size, config.num_workers)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     state.generator = prepare_model(state.generator.to(memory_format=memory_format))
     # D is never run in eval mode, so its BatchNorm running statistics need no per-forward broadcast.
@@ -164,14 +170,32 @@ def _build_state(config: TrainConfig, manifest: Manifest, world_size: int,
 
 def _epoch_batches(config: TrainConfig, manifest: Manifest, world_size: int, rank: int, epoch: int,
                    device: torch.device, health: DataHealth):
-    plan = plan_epoch(manifest.shards("train"), world_size, config.batch_size, epoch, config.seed,
+    """This rank's batches of one epoch: its planned shares of the epoch (one, unless an elastic run is short of
+    ranks), each read as that planned rank would read it."""
+    plan = plan_epoch(manifest.shards("train"), config.num_workers, config.batch_size, epoch, config.seed,
                       config.steps_per_epoch)
     policy = ReadPolicy(strict=config.strict, attempts=config.read_attempts, outage_seconds=config.store_outage_seconds)
-    seed = _seed(config.seed, rank, epoch=epoch)
-    if config.loader_processes:
-        return process_batches(config.shards, plan, rank, manifest.image_spec, config.shuffle_buffer, seed, health,
-                               policy, config.loader_processes, pin_memory=device.type == "cuda")
-    return rank_batches(config.shards, plan, rank, manifest.image_spec, config.shuffle_buffer, seed, health, policy)
+
+    def share(planned_rank: int):
+        seed = _seed(config.seed, planned_rank, epoch=epoch)
+        if config.loader_processes:
+            return process_batches(config.shards, plan, planned_rank, manifest.image_spec, config.shuffle_buffer,
+                                   seed, health, policy, config.loader_processes, pin_memory=device.type == "cuda")
+        return rank_batches(config.shards, plan, planned_rank, manifest.image_spec, config.shuffle_buffer, seed,
+                            health, policy)
+
+    return joined_batches([share(r) for r in planned_ranks_of(rank, world_size, config.num_workers)])
+
+
+def _note_restart(tracker: RunLogger, state: TrainState, world_size: int, saved_world_size: int, rank: int) -> None:
+    """A restarted worker group: a fault (counted in fault/restarts), unless an elastic run grew back."""
+    if world_size != saved_world_size and rank == 0:
+        log.warning("the run continues on %d ranks (it had %d) from step %d; the global batch stays %d",
+                    world_size, saved_world_size, state.step, state.images_per_step)
+    if world_size > saved_world_size:
+        tracker.set_tags({"cluster.grew_at": f"step {state.step}: {saved_world_size} -> {world_size} ranks"})
+    else:
+        tracker.note_restart(state.epoch, state.step)
 
 
 class _QualityJudge:
@@ -228,11 +252,26 @@ def failure_summary(error: BaseException) -> str:
     if failures:
         rank, cause = min(failures.items())
         cause = getattr(cause, "cause", None) or cause  # a RayTaskError carries the user's exception as .cause
-        where = f"rank {rank}: "
-    else:
-        cause, where = getattr(error, "controller_failure", None) or error, ""
-    lines = [line for line in str(cause).strip().splitlines() if line.strip()]
-    return f"{where}{type(cause).__name__}: {lines[-1] if lines else ''}"
+        return f"rank {rank}: {error_line(cause)}"
+    return error_line(getattr(error, "controller_failure", None) or error)
+
+
+def error_line(error: BaseException) -> str:
+    """`Type: last line of the message`, naming what failed. An OSError that carries no path (os.getcwd() in a
+    working directory someone deleted, for one) says where it was raised instead, and whether this process's working
+    directory is what is gone."""
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    text = f"{type(error).__name__}: {lines[-1] if lines else ''}"
+    if isinstance(error, OSError) and not error.filename:
+        frames = traceback.extract_tb(error.__traceback__)
+        if frames:
+            text += f" (no path given; raised at {frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name})"
+        try:
+            os.getcwd()
+        except FileNotFoundError:
+            text += ("; this process's working directory no longer exists: give each Ray node its own --temp-dir, "
+                     "since nodes sharing one delete each other's unpacked --working-dir")
+    return text
 
 
 class TrainingDiverged(RuntimeError):
@@ -268,7 +307,8 @@ def _report(state: TrainState, shape: ModelShape, metrics: dict[str, float], con
         ray.train.report(metrics, checkpoint=None)
         return
     directory = tempfile.mkdtemp(prefix="dcgan-checkpoint-")
-    save_checkpoint(state, directory, {"config": to_dict(config), "model_shape": shape.__dict__})
+    save_checkpoint(state, directory, {"config": to_dict(config), "model_shape": shape.__dict__,
+                                       "world_size": ray.train.get_context().get_world_size()})
     ray.train.report(metrics, checkpoint=Checkpoint.from_directory(directory),
                      checkpoint_upload_mode=CheckpointUploadMode.ASYNC, delete_local_checkpoint_after_upload=True)
 
@@ -309,9 +349,10 @@ def build_trainer(config: TrainConfig, run_id: str | None, callbacks: list | Non
         train_loop_per_worker,
         train_loop_config={"train": to_dict(config), "run_id": run_id, "start_checkpoint": start_checkpoint},
         # SPREAD: one rank per node where they fit, so a lost node takes as few ranks as possible with it.
-        scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu,
-                                     resources_per_worker={"CPU": config.cpus_per_worker},
-                                     placement_strategy="SPREAD"),
+        scaling_config=ScalingConfig(
+            num_workers=(config.min_workers, config.num_workers) if config.elastic else config.num_workers,
+            elastic_resize_monitor_interval_s=config.elastic_resize_seconds, use_gpu=config.use_gpu,
+            resources_per_worker={"CPU": config.cpus_per_worker}, placement_strategy="SPREAD"),
         run_config=RunConfig(
             name=config.run_name,
             storage_path=storage_path,

@@ -94,10 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ManifestError, DataError, storage.StorageError, ValueError) as error:
         print(f"train: {error}", file=sys.stderr)
         return 2
+    from gan.worker import error_line
+
     try:
         result = run(config, data_facts)
     except Exception as error:  # RunFailed from fit(), or Ray / MLflow failing around it: one line either way
-        reason = str(error) if isinstance(error, RunFailed) else f"{type(error).__name__}: {error}"
+        reason = str(error) if isinstance(error, RunFailed) else error_line(error)
         print(f"train: failed: {reason}; the latest complete checkpoint is in "
               f"{storage.join(config.storage_path, config.run_name)} (rerun with the same --run-name to resume)",
               file=sys.stderr)

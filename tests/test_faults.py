@@ -198,3 +198,30 @@ def test_a_checkpoint_with_pickled_code_is_refused_without_running_it(tmp_path):
     with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
         load_checkpoint(TrainState.create(ModelShape(32, 1, 8, 8, 8), 2e-4, 0.5, 0), tmp_path)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_an_error_without_a_path_says_where_it_was_raised_and_if_the_working_directory_is_gone(tmp_path):
+    import os
+
+    from gan.worker import error_line
+
+    def read_settings():
+        raise FileNotFoundError(2, "No such file or directory")  # as os.getcwd() raises it: no filename
+
+    gone = tmp_path / "unpacked-working-dir"
+    gone.mkdir()
+    here = os.getcwd()
+    os.chdir(gone)
+    try:
+        gone.rmdir()
+        try:
+            read_settings()
+        except FileNotFoundError as error:
+            line = error_line(error)
+    finally:
+        os.chdir(here)
+    assert line.startswith("FileNotFoundError: [Errno 2] No such file or directory (no path given; raised at ")
+    assert f"{__file__}:" in line and "in read_settings" in line
+    assert "working directory no longer exists" in line and "--temp-dir" in line
+    with_path = FileNotFoundError(2, "No such file or directory", "/data/shards.json")
+    assert error_line(with_path) == "FileNotFoundError: [Errno 2] No such file or directory: '/data/shards.json'"

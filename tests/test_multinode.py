@@ -137,3 +137,83 @@ def test_a_node_lost_mid_run_resumes_on_the_others_with_one_value_per_step(nodes
         assert placement["1"] not in nodes_after and len(nodes_after) == 2
     finally:
         spare.stop()
+
+
+def test_an_elastic_run_shrinks_when_a_node_is_lost_and_grows_back_when_one_joins(nodes, s3_env, mlflow_server,
+                                                                                 digits_shards):
+    import time
+
+    head = nodes["head"]
+    # Two live worker nodes to start on, whatever the tests before this one stopped.
+    while len([n for n in live_nodes(head).values() if any(k.startswith("node_") for k in n)]) < 2:
+        name = f"node_{uuid.uuid4().hex[:4]}"
+        nodes["by_name"][name] = start_ray_node(head, nodes["base"] / name, 1, {name: 1}, env=nodes["env"])
+    shards = f"s3://{BUCKET}/multinode/digits-elastic"
+    copy_shards(str(digits_shards), shards)
+    job_id = f"elastic-{uuid.uuid4().hex[:6]}"
+    # Ray's first restart after a loss still counts the lost node (its view of the cluster is refreshed every 20 s)
+    # and waits out a worker-group start timeout before starting on fewer ranks: 25 s here instead of 60.
+    env = {"env_vars": {**s3_env.env, "MLFLOW_TRACKING_URI": mlflow_server.url,
+                        "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "25"}}
+    ray_env = {**clean_env(), **head.env}
+    submitted = subprocess.run(
+        [RAY, "job", "submit", "--address", head.url, "--submission-id", job_id, "--working-dir", str(REPO),
+         "--runtime-env-json", json.dumps(env), "--no-wait", "--", "python", "-m", "jobs.train", "--shards", shards,
+         "--storage-path", f"s3://{BUCKET}/multinode/ray", "--run-name", "elastic", "--experiment", "multinode-elastic",
+         "--num-workers", "2", "--min-workers", "1", "--elastic-resize-seconds", "5", "--epochs", "70",
+         "--steps-per-epoch", "20", "--batch-size", "16", "--g-features", "8", "--d-features", "8", "--latent-dim",
+         "16", "--log-every", "5", "--quality-every", "10", "--quality-samples", "100", "--max-failures", "2"],
+        env=ray_env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert submitted.returncode == 0, submitted.stderr[-2000:]
+    client = MlflowClient(mlflow_server.url)
+
+    def run():
+        experiment = client.get_experiment_by_name("multinode-elastic")
+        runs = client.search_runs([experiment.experiment_id]) if experiment else []
+        return runs[0] if runs else None
+
+    def world_sizes() -> list[float]:
+        history = client.get_metric_history(run().info.run_id, "cluster/world_size") if run() else []
+        return [m.value for m in sorted(history, key=lambda m: m.step)]
+
+    def wait_for(condition, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not condition():
+            time.sleep(1)
+
+    joined = None
+    try:
+        wait_for(lambda: run() is not None and "checkpoint.latest" in run().data.tags, 300)
+        placement = dict(pair.split("=") for pair in run().data.tags["cluster.nodes"].split(","))
+        victim = next(name for name in live_nodes(head)[placement["1"]] if name.startswith("node_"))
+        nodes["by_name"][victim].stop()  # no spare node: the run must go on with one rank
+        wait_for(lambda: 1.0 in world_sizes(), 300)
+        assert 1.0 in world_sizes(), world_sizes()
+        joined = start_ray_node(head, nodes["base"] / "node_back", 1, {"node_back": 1}, env=nodes["env"])
+        status = ""
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and not any(s in status for s in ("SUCCEEDED", "FAILED", "STOPPED")):
+            time.sleep(2)
+            status = subprocess.run([RAY, "job", "status", "--address", head.url, job_id], env=ray_env, cwd=REPO,
+                                    capture_output=True, text=True, timeout=60).stdout.upper()
+        logs = subprocess.run([RAY, "job", "logs", "--address", head.url, job_id], env=ray_env, cwd=REPO,
+                              capture_output=True, text=True, timeout=60).stdout
+        assert "SUCCEEDED" in status, logs[-4000:]
+    finally:
+        subprocess.run([RAY, "job", "stop", "--address", head.url, job_id], env=ray_env, cwd=REPO,
+                       capture_output=True, timeout=60)
+        if joined is not None:
+            joined.stop()
+    final, sizes = run(), world_sizes()
+    shrunk, grown = sizes.index(1.0), len(sizes) - sizes[::-1].index(1.0)
+    assert sizes[0] == 2.0 and grown < len(sizes) and set(sizes[grown:]) == {2.0}, sizes  # 2, then 1, then 2 again
+    assert shrunk > 0 and final.info.status == "FINISHED"
+    assert [m.value for m in client.get_metric_history(final.info.run_id, "fault/restarts")] == [1.0]  # growth is no fault
+    assert "-> 2 ranks" in final.data.tags["cluster.grew_at"]
+    for key in ("loss/D", "quality/fid_domain", "epoch", "cluster/world_size"):
+        steps = [m.step for m in client.get_metric_history(final.info.run_id, key)]
+        assert len(steps) == len(set(steps)), (key, sorted(steps))  # none logged twice
+    # The schedule is the full group's at every size: every window and every epoch end, none missing.
+    assert sorted(m.step for m in client.get_metric_history(final.info.run_id, "loss/D")) == list(range(5, 1401, 5))
+    assert sorted(m.step for m in client.get_metric_history(final.info.run_id, "epoch")) == list(range(20, 1401, 20))
+    assert final.data.metrics["kimg"] == pytest.approx(1400 * 32 / 1000)
