@@ -26,7 +26,7 @@ from gan.registry import LOGGED_MODEL_NAME
 from gan.sampling import load, noise
 from gan.config import TrainConfig, parse
 from gan.images import image_grid
-from jobs.train import check_against_shards, run
+from gan.training_run import prepare, run
 
 AUGMENT = ["--diffaugment", "translation,cutout"]  # explicit, so a rerun means the same whatever the default
 SETTINGS = {  # name -> (what it is, flags)
@@ -45,7 +45,7 @@ def train_row(name: str, shards: str, work: Path, extra: list[str]) -> dict:
                                  "--tracking-uri", f"sqlite:///{work / 'mlruns.db'}", "--artifact-root",
                                  str(work / "mlartifacts"), "--experiment", "quality-table", *flags, *extra]).resolved()
     start = time.perf_counter()
-    run(config, check_against_shards(config))
+    run(config, prepare(config))
     seconds = time.perf_counter() - start
     client = MlflowClient(config.tracking_uri)
     (found,) = client.search_runs([client.get_experiment_by_name("quality-table").experiment_id],

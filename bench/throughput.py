@@ -42,7 +42,7 @@ from gan.shard_writer import copy_shards, write_shards  # noqa: E402
 from gan.sources import load_digits  # noqa: E402
 from gan.state import TrainState  # noqa: E402
 from gan.step import train_step  # noqa: E402
-from jobs.train import check_against_shards, run  # noqa: E402
+from gan.training_run import prepare, run  # noqa: E402
 
 
 GLOBAL_BATCH = 64  # images per step on both sides, split over the workers (the job's default 2 x 32)
@@ -75,7 +75,7 @@ def ours_img_per_s(shards: str, work: Path, name: str, *flags: str) -> tuple[flo
                                  "--tracking-uri", f"sqlite:///{work / 'mlruns.db'}", "--artifact-root",
                                  str(work / "mlartifacts"), "--experiment", "bench", "--quality-every", "0",
                                  "--epochs", "3", *flags]).resolved()
-    frame = run(config, check_against_shards(config)).metrics_dataframe
+    frame = run(config, prepare(config)).metrics_dataframe
     steady = frame.tail(max(1, len(frame) - 1))
     return tuple(float(steady[f"perf/{name}"].mean())
                  for name in ("loop_img_per_s", "epoch_img_per_s", "tracking_cpu_share"))

@@ -191,3 +191,25 @@ def load_run_reference(shards_root: str, manifest: Manifest) -> QualityReference
         return load_reference(location)
     except FileNotFoundError:
         return load_reference(partial_location(location))
+
+
+def prepare_reference(shards_root: str, manifest: Manifest, strict: bool, job: str) -> dict[str, str]:
+    """Train (or load the cached) quality reference before Ray starts, say which on the console, and return what
+    the MLflow run records about it: the classifier's holdout accuracy, the images behind the real statistics, and
+    how many bad shards it skipped."""
+    import sys
+
+    reference, built = ensure_reference(shards_root, manifest, strict=strict)
+    print(f"{job}: domain classifier for quality metrics {'trained' if built else 'loaded'} "
+          f"(holdout accuracy {reference.test_accuracy:.3f})", flush=True)
+    facts = {}
+    if reference.problems:
+        print(f"{job}: the quality reference skipped {len(reference.problems)} bad shard(s) and is not cached "
+              f"(rebuilt once they are fixed; --strict fails instead): {'; '.join(reference.problems)}",
+              file=sys.stderr, flush=True)
+        facts["quality.reference_bad_shards"] = str(len(reference.problems))
+    facts["quality.classifier_test_accuracy"] = f"{reference.test_accuracy:.4f}"
+    facts["quality.reference_images"] = (f"{reference.statistics_images} train images"
+                                         + (" the classifier was not fitted on" if reference.statistics_unseen
+                                            else " (all; the classifier was fitted on them too)"))
+    return facts

@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         elif config.tasks:
             from gan import storage
             from gan.parallel_shards import build_from_folder
-            from jobs.ray_session import start_or_join
+            from gan.ray_session import start_or_join
 
             start_or_join()
             manifest, unreadable, nodes = build_from_folder(

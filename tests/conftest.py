@@ -150,7 +150,7 @@ def swept(digits_shards, local_ray, tmp_path_factory) -> Path:
     """A folder holding the MLflow store and Ray results of one finished tiny sweep (shared by sweep and UI tests).
 
     It runs beside this session's other Ray (`local_ray`), as two jobs on one workstation would: with two clusters on
-    a machine, the trials that ASHA stops must still give their CPUs back (jobs/ray_session.py), or the sweep hangs."""
+    a machine, the trials that ASHA stops must still give their CPUs back (gan/ray_session.py), or the sweep hangs."""
     work = tmp_path_factory.mktemp("sweep")
     result = subprocess.run(sweep_command(digits_shards, work), cwd=work, capture_output=True, text=True, timeout=900,
                             env=clean_env())

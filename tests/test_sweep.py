@@ -153,7 +153,7 @@ def test_a_non_finite_loss_stops_the_run_instead_of_training_on():
 ])
 def test_bad_sweep_settings_are_rejected_before_ray_starts(argv, message):
     from gan.config import ConfigError, SweepConfig, parse
-    from jobs.sweep import check_sweep
+    from gan.sweep_tracking import check_sweep
 
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         check_sweep(parse(SweepConfig, argv))
@@ -186,7 +186,7 @@ def test_search_adds_any_training_field_as_an_axis_with_typed_checked_values():
 ])
 def test_bad_search_fields_are_rejected_naming_the_problem(search, message):
     from gan.config import ConfigError, SweepConfig, parse
-    from jobs.sweep import check_sweep
+    from gan.sweep_tracking import check_sweep
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         check_sweep(parse(SweepConfig, ["--search", search]))
