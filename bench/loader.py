@@ -3,7 +3,7 @@
 Decoded samples/s through the same WebDataset pipeline the training workers use (read tar, shuffle, decode), one
 process, over several passes of the digits training shards at 32x32x1 and 64x64x3; then whole batches of 128 for one
 rank from raw local shards (the digits ten times over), decoded in the training process vs in loader processes
-(`--loader-processes`). Prints tables and, last, one JSON line.
+(`--loader-workers-per-rank`). Prints tables and, last, one JSON line.
 
     .venv/bin/python bench/loader.py [--passes 5]
 """

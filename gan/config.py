@@ -56,9 +56,10 @@ class TrainConfig:
     shards: str = option("data/mnist", "Folder or s3:// prefix holding shards.json and the tar shards.")
     resolution: int = option(32, "Image side in pixels; must match the shards.", choices=(32, 64))
     shuffle_buffer: int = option(1000, "Samples held in the in-stream shuffle buffer.", min=1)
-    loader_processes: int = option(0, "Processes per training worker that read and decode shards (torch DataLoader "
-                                      "workers); 0 = in the training process, best on CPUs. On GPUs use a few: one "
-                                      "process decodes ~15k img/s at 32x32x1 from raw shards here.", min=0, max=64)
+    loader_workers_per_rank: int = option(0, "Data-loader processes per Ray Train worker (rank) that read and decode "
+                                             "its shards (torch DataLoader workers); 0 = in the training process, best "
+                                             "on CPUs. On GPUs use a few: one process decodes ~15k img/s at 32x32x1 "
+                                             "from raw shards here.", min=0, max=64)
     strict: bool = option(False, "Fail the run on any bad shard or sample instead of counting and skipping it.")
     read_attempts: int = option(3, "Reads of a shard (after transient store errors) before it counts as bad.", min=1,
                                 max=20)

@@ -1,6 +1,8 @@
 """Step statistics -> one reduced value per log window: summed on the device, all-reduced across ranks once."""
 from __future__ import annotations
 
+import contextlib
+
 import time
 
 import torch
@@ -62,8 +64,12 @@ class TickTimer:
     def start_loop(self) -> None:
         self._loop_start, self.step_seconds = time.perf_counter(), 0.0
 
-    def time_step(self, seconds: float) -> None:
-        self.step_seconds += seconds
+    @contextlib.contextmanager
+    def step(self):
+        """Times one training step (perf/step_fraction)."""
+        start = time.perf_counter()
+        yield
+        self.step_seconds += time.perf_counter() - start
 
     def finish(self, images: int) -> dict[str, float]:
         """The cycle's perf/* metrics; the next cycle starts now."""

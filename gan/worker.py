@@ -12,6 +12,7 @@ import os
 import tempfile
 import time
 import traceback
+from dataclasses import dataclass
 from typing import Any
 
 import ray.train
@@ -53,6 +54,59 @@ MEASUREMENT_FLUSH_SECONDS = 60.0
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    run = _start_worker(loop_config)
+    config, state, tracker = run.config, run.state, run.tracker
+    # Planned for --num-workers ranks whatever the group's size, so an elastic run keeps its schedule (gan/data.py).
+    schedule = build_schedule(run.manifest.shards("train"), config.num_workers, config.batch_size, config.seed,
+                              config.steps_per_epoch, *config.length(), config.tick_kimg)
+    judge = _QualityJudge(config, run.manifest, run.shape, tracker) if run.rank == 0 and config.quality_every else None
+    batches = BatchStream(lambda epoch, health: _epoch_batches(run, epoch, health))
+    windows = _LogWindows(tracker, config.log_every, schedule.images_per_step)
+    timer = TickTimer(lambda: tracker.cpu_seconds)
+    if run.rank == 0 and not run.resumed:
+        tracker.log_image(sample_grid(state.sampler, state.fixed_noise), "samples", step=0)
+    start_step, last, quality = state.step, schedule.ticks[-1], {}
+    for tick in schedule.remaining(state.step):
+        timer.start_loop()
+        for images, _labels in batches.take(tick.epoch, tick.offset, tick.steps):
+            with timer.step():
+                stats = train_step(state, _to_device(images, run.device, config.channels_last), bf16=config.bf16)
+            windows.add(stats, state.step, last_of_tick=state.step == tick.end_step)
+        state.epoch = tick.epoch + 1 if tick.ends_epoch else state.epoch
+        metrics = {"epoch": state.epoch, "tick": tick.index, "kimg": state.step * schedule.images_per_step / 1000,
+                   "cluster/world_size": run.world_size, **timer.finish(tick.steps * schedule.images_per_step),
+                   **sum_across_ranks(batches.health.unreported_metrics())}
+        tracker.log_metrics(metrics, state.step)
+        if judge is not None and (tick.index % config.quality_every == 0 or tick.index in (1, last.index)):
+            quality = judge.measure(state, final=tick.index == last.index)
+        measured = judge is not None and judge.measured_at(tick)
+        metrics = {**windows.latest, **metrics, **quality, "step": state.step,
+                   CHECKPOINT_SCORE: quality["quality/fid_domain"] if measured else UNMEASURED}
+        if run.rank == 0:
+            eta = timer.eta_seconds(state.step - start_step, schedule.total_steps - state.step)
+            _show_progress(run, metrics, last.index, eta, measured)
+        _report(run, metrics)
+    if judge is None and run.rank == 0:  # unmeasured runs still leave their final generator as a model
+        tracker.log_generator(state.sampler, run.shape, state.step, _model_tags(state, run.manifest), {})
+    tracker.close()
+
+
+@dataclass
+class _Worker:
+    """One rank of one worker-group start: its config and place in the group, its state and its tracker."""
+    config: TrainConfig
+    rank: int
+    world_size: int
+    device: torch.device
+    manifest: Manifest
+    shape: ModelShape
+    state: TrainState
+    tracker: RunLogger
+    resumed: bool  # started from a checkpoint (its own after a restart, or one handed over)
+
+
+def _start_worker(loop_config: dict[str, Any]) -> _Worker:
+    """Config, models and DDP, the checkpoint to continue from, the noise seed, the tracker and the placement."""
     config = from_dict(TrainConfig, loop_config["train"])
     rank, world_size = ray.train.get_context().get_world_rank(), ray.train.get_context().get_world_size()
     _quiet_ray_reports(config.verbose)
@@ -68,53 +122,36 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             meta = load_checkpoint(state, directory)
         state.set_lr(config.lr, config.lr_d)  # the restored optimiser carries the old rates; PBT may set new ones
     torch.manual_seed(_seed(config.seed, rank, step=state.step))  # distinct noise per rank and per resume
-    # Planned for --num-workers ranks whatever the group's size, so an elastic run keeps its schedule (gan/data.py).
-    schedule = build_schedule(manifest.shards("train"), config.num_workers, config.batch_size, config.seed,
-                              config.steps_per_epoch, *config.length(), config.tick_kimg)
     tracker = RunLogger(config.tracking_uri, loop_config["run_id"], active=rank == 0 and loop_config["run_id"])
     if checkpoint is not None:
         tracker.continue_history()
     if restarted is not None:
         _note_restart(tracker, state, world_size, int(meta.get("world_size", world_size)), rank)
     _record_placement(tracker, rank)
-    judge = _QualityJudge(config, manifest, shape, tracker) if rank == 0 and config.quality_every else None
-    batches = BatchStream(lambda epoch, health: _epoch_batches(config, manifest, world_size, rank, epoch, device,
-                                                               health))
-    meter, timer, quality, latest = WindowMeter(STEP_STATS), TickTimer(lambda: tracker.cpu_seconds), {}, {}
-    if rank == 0 and checkpoint is None:
-        tracker.log_image(sample_grid(state.sampler, state.fixed_noise), "samples", step=0)
-    start_step, last = state.step, schedule.ticks[-1]
-    for tick in schedule.remaining(state.step):
-        timer.start_loop()
-        window_start = time.perf_counter()
-        for images, _labels in batches.take(tick.epoch, tick.offset, tick.steps):
-            step_start = time.perf_counter()
-            meter.add(train_step(state, _to_device(images, device, config.channels_last), bf16=config.bf16))
-            timer.time_step(time.perf_counter() - step_start)
-            if state.step % config.log_every == 0 or state.step == tick.end_step:
-                latest = _log_window(meter, tracker, state.step, window_start, schedule.images_per_step)
-                window_start = time.perf_counter()
-        state.epoch = tick.epoch + 1 if tick.ends_epoch else state.epoch
-        metrics = {"epoch": state.epoch, "tick": tick.index, "kimg": state.step * schedule.images_per_step / 1000,
-                   "cluster/world_size": world_size,
-                   **timer.finish(tick.steps * schedule.images_per_step),
-                   **sum_across_ranks(batches.health.unreported_metrics())}
-        tracker.log_metrics(metrics, state.step)
-        if judge is not None and (tick.index % config.quality_every == 0 or tick.index in (1, last.index)):
-            quality = judge.measure(state, final=tick.index == last.index)
-        measured = judge is not None and judge.measured_at(tick)
-        metrics = {**latest, **metrics, **quality, "step": state.step,
-                   CHECKPOINT_SCORE: quality["quality/fid_domain"] if measured else UNMEASURED}
-        if rank == 0:
-            tracker.log_image(sample_grid(state.sampler, state.fixed_noise), "samples", step=tick.index)
-            eta = timer.eta_seconds(state.step - start_step, schedule.total_steps - state.step)
-            log.info(_progress_line(metrics, last.index, eta, measured=measured))
-            if measured:  # the report may be the trial's last (Tune stops trials right after one): deliver first
-                tracker.flush(timeout=MEASUREMENT_FLUSH_SECONDS)
-        _report(state, shape, metrics, config, rank)
-    if judge is None and rank == 0:  # unmeasured runs still leave their final generator as a model
-        tracker.log_generator(state.sampler, shape, state.step, _model_tags(state, manifest), {})
-    tracker.close()
+    return _Worker(config, rank, world_size, device, manifest, shape, state, tracker, checkpoint is not None)
+
+
+class _LogWindows:
+    """Step statistics gathered over --log-every steps, then reduced across ranks and logged once (a collective:
+    every rank calls `add` at the same steps). `latest` holds the last window's values for the report."""
+
+    def __init__(self, tracker: RunLogger, log_every: int, images_per_step: int):
+        self.tracker, self.log_every, self.images_per_step = tracker, log_every, images_per_step
+        self.meter, self.latest, self.start = WindowMeter(STEP_STATS), {}, time.perf_counter()
+
+    def add(self, stats: torch.Tensor, step: int, last_of_tick: bool) -> None:
+        self.meter.add(stats)
+        if step % self.log_every == 0 or last_of_tick:
+            self.latest = _log_window(self.meter, self.tracker, step, self.start, self.images_per_step)
+            self.start = time.perf_counter()
+
+
+def _show_progress(run: _Worker, metrics: dict[str, float], ticks: int, eta: float, measured: bool) -> None:
+    """Rank 0 after each tick: the sample grid, the progress line, and, after a measurement, its delivery."""
+    run.tracker.log_image(sample_grid(run.state.sampler, run.state.fixed_noise), "samples", step=metrics["tick"])
+    log.info(_progress_line(metrics, ticks, eta, measured=measured))
+    if measured:  # the report may be the trial's last (Tune stops trials right after one): deliver first
+        run.tracker.flush(timeout=MEASUREMENT_FLUSH_SECONDS)
 
 
 def _seed(seed: int, rank: int, step: int = 0, epoch: int = 0) -> int:
@@ -168,23 +205,24 @@ def _build_state(config: TrainConfig, manifest: Manifest, rank: int, world_size:
     return state, shape
 
 
-def _epoch_batches(config: TrainConfig, manifest: Manifest, world_size: int, rank: int, epoch: int,
-                   device: torch.device, health: DataHealth):
+def _epoch_batches(run: _Worker, epoch: int, health: DataHealth):
     """This rank's batches of one epoch: its planned shares of the epoch (one, unless an elastic run is short of
     ranks), each read as that planned rank would read it."""
+    config, manifest = run.config, run.manifest
     plan = plan_epoch(manifest.shards("train"), config.num_workers, config.batch_size, epoch, config.seed,
                       config.steps_per_epoch)
     policy = ReadPolicy(strict=config.strict, attempts=config.read_attempts, outage_seconds=config.store_outage_seconds)
 
     def share(planned_rank: int):
         seed = _seed(config.seed, planned_rank, epoch=epoch)
-        if config.loader_processes:
+        if config.loader_workers_per_rank:
             return process_batches(config.shards, plan, planned_rank, manifest.image_spec, config.shuffle_buffer,
-                                   seed, health, policy, config.loader_processes, pin_memory=device.type == "cuda")
+                                   seed, health, policy, config.loader_workers_per_rank,
+                                   pin_memory=run.device.type == "cuda")
         return rank_batches(config.shards, plan, planned_rank, manifest.image_spec, config.shuffle_buffer, seed,
                             health, policy)
 
-    return joined_batches([share(r) for r in planned_ranks_of(rank, world_size, config.num_workers)])
+    return joined_batches([share(r) for r in planned_ranks_of(run.rank, run.world_size, config.num_workers)])
 
 
 def _note_restart(tracker: RunLogger, state: TrainState, world_size: int, saved_world_size: int, rank: int) -> None:
@@ -297,18 +335,17 @@ def _log_window(meter: WindowMeter, tracker: RunLogger, step: int, since: float,
     return metrics
 
 
-def _report(state: TrainState, shape: ModelShape, metrics: dict[str, float], config: TrainConfig,
-            rank: int) -> None:
+def _report(run: _Worker, metrics: dict[str, float]) -> None:
     """All ranks report; rank 0 attaches the checkpoint (Ray Train needs one report per rank per epoch).
 
     The checkpoint is copied to storage in the background (ASYNC) while the next epoch trains; Ray Train records
     it as the latest only once the copy is complete, so a crash mid-copy leaves the previous one in charge."""
-    if rank != 0:
+    if run.rank != 0:
         ray.train.report(metrics, checkpoint=None)
         return
     directory = tempfile.mkdtemp(prefix="dcgan-checkpoint-")
-    save_checkpoint(state, directory, {"config": to_dict(config), "model_shape": shape.__dict__,
-                                       "world_size": ray.train.get_context().get_world_size()})
+    save_checkpoint(run.state, directory, {"config": to_dict(run.config), "model_shape": run.shape.__dict__,
+                                           "world_size": run.world_size})
     ray.train.report(metrics, checkpoint=Checkpoint.from_directory(directory),
                      checkpoint_upload_mode=CheckpointUploadMode.ASYNC, delete_local_checkpoint_after_upload=True)
 

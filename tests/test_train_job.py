@@ -90,7 +90,7 @@ def test_two_worker_run_is_tracked_in_mlflow(trained):
 def test_resume_continues_the_step_counter_in_the_same_mlflow_run(trained, digits_shards):
     # The resumed epoch decodes in two loader processes per worker: forked inside Ray's worker actors, and still
     # exactly as many steps on both ranks (else DDP would hang at the epoch end).
-    assert train.main(_job_args(digits_shards, trained, epochs=3) + ["--loader-processes", "2"]) == 0
+    assert train.main(_job_args(digits_shards, trained, epochs=3) + ["--loader-workers-per-rank", "2"]) == 0
     meta = _latest_checkpoint_meta(trained)
     assert (meta["epoch"], meta["step"]) == (3, 9)
     client = MlflowClient(f"sqlite:///{trained / 'mlruns.db'}")
