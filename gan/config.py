@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -210,9 +211,25 @@ class ShardConfig:
         return self.out or ("data/" + (Path(self.from_folder).name if self.from_folder else self.dataset))
 
 
+LR_D_RATIO = "lr_d_ratio"  # a sweep-only axis: the trial's lr_d is lr x this (1 = one shared rate)
+DEFAULT_SEARCH = "lr=loguniform(5e-5,1e-3) latent_dim=32,64,100,128"
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """A random-search axis: values drawn log-uniformly or uniformly between low and high."""
+    kind: str  # "loguniform" or "uniform"
+    low: float
+    high: float
+
+    def __str__(self) -> str:
+        return f"{self.kind}({self.low:g},{self.high:g})"
+
+
 @dataclass
 class SweepConfig(TrainConfig):
-    """A Ray Tune sweep over learning rate and latent size; every training field applies to each trial."""
+    """A Ray Tune sweep over what --search names (by default learning rate and latent size); every training field
+    applies to each trial."""
 
     RUN_PREFIX: ClassVar[str] = "sweep"
 
@@ -220,14 +237,7 @@ class SweepConfig(TrainConfig):
     epochs: int = option(10, "Data epochs per trial (ASHA and PBT schedule by them); --kimg may end a trial sooner.",
                          min=1, max=100_000)
 
-    lr_min: float = option(5e-5, "Lower end of the log-uniform learning-rate range.", gt=0.0)
-    lr_max: float = option(1e-3, "Upper end of the log-uniform learning-rate range.", gt=0.0, max=1.0)
-    lr_grid: str = option("", "Comma-separated learning rates: grid search over every combination of these, "
-                              "--latent-dims and --lr-d-ratios instead of random sampling (e.g. 1e-4,2e-4).")
-    latent_dims: str = option("32,64,100,128", "Comma-separated latent sizes to choose from.")
-    lr_d_ratios: str = option("1", "Comma-separated discriminator/generator learning-rate ratios to search: 1 = one "
-                                   "shared rate, e.g. 1,4 also tries TTUR with D learning 4x faster.")
-    num_samples: int = option(4, "Trials (with --lr-grid: samples per grid point).", min=1, max=10_000)
+    num_samples: int = option(4, "Trials (with --grid: trials per grid point).", min=1, max=10_000)
     max_concurrent_trials: int = option(1, "Trials at once; each holds --num-workers x --cpus-per-worker CPUs.",
                                         min=1)
     scheduler: str = option("asha", "asha (stop lagging trials at each rung), pbt (population based training: "
@@ -237,51 +247,110 @@ class SweepConfig(TrainConfig):
     reduction_factor: int = option(2, "ASHA keeps the best 1/reduction_factor of trials at each rung.", min=2)
     perturbation_interval: int = option(2, "PBT: epochs between exploit/explore decisions; each interval is one "
                                            "Ray Train run.", min=1)
-    search: str = option("", "Other training fields to search, as space-separated FIELD=V1,V2 pairs, e.g. "
-                             "'beta1=0.5,0.8 batch_size=32,64': one value per trial (grid axes with --lr-grid).")
+    search: str = option(DEFAULT_SEARCH, "What the sweep searches: space-separated FIELD=SPEC axes, SPEC a list "
+                                         "V1,V2,... or, for random search, loguniform(LOW,HIGH) or uniform(LOW,HIGH). "
+                                         "FIELD is any training field, or lr_d_ratio (D's learning rate as a multiple "
+                                         "of G's; 1 = one shared rate). Fields not named keep their flag's value.")
+    grid: bool = option(False, "Grid search: every combination of the --search lists, --num-samples times each; "
+                               "without it, random search: --num-samples trials, each drawing every axis.")
     resume: bool = option(False, "Continue the sweep --run-name from its storage path (Tuner.restore).")
 
-    # Training fields --search refuses, and why: the flags above search them, or every trial must share them for
-    # the comparison (and the sweep's bookkeeping) to hold.
+    # Training fields --search refuses, and why: every trial must share them for the comparison (and the sweep's
+    # bookkeeping) to hold.
     UNSEARCHABLE: ClassVar[dict[str, str]] = {
-        **dict.fromkeys(("lr", "lr_d", "latent_dim"), "search it with --lr-min/--lr-max or --lr-grid, --lr-d-ratios "
-                                                      "and --latent-dims"),
+        "lr_d": "search lr_d_ratio, D's learning rate as a multiple of G's (e.g. lr_d_ratio=1,4)",
         **dict.fromkeys(("epochs", "kimg", "tick_kimg"), "every trial runs the same --epochs (and --kimg, "
                                                          "--tick-kimg), which ASHA and PBT schedule by"),
         **dict.fromkeys(("quality_every", "quality_samples"), "trials are ranked on quality/fid_domain, measured "
                                                                "the same way for all"),
         **dict.fromkeys(("shards", "resolution", "s3_endpoint_url", "tracking", "tracking_uri", "artifact_root",
                          "experiment", "run_name", "storage_path", "max_failures", "keep_models", "register",
-                         "register_as"),
+                         "register_as", "min_workers", "num_workers", "elastic_resize_seconds"),
                         "it is the sweep's own setting, shared by every trial"),
     }
 
-    def search_lists(self) -> dict[str, list]:
-        """Every searched trial parameter with its values: the comma-separated lists as numbers (lr is [] without
-        --lr-grid; a value that is not a number raises ValueError), then the --search fields."""
-        return {"lr": [float(v) for v in self.lr_grid.split(",")] if self.lr_grid else [],
-                "latent_dim": [int(v) for v in self.latent_dims.split(",")],
-                "lr_d_ratio": [float(v) for v in self.lr_d_ratios.split(",")], **self.searched_fields()}
-
-    def searched_fields(self) -> dict[str, list]:
-        """--search as {field: values}, each value typed and range-checked as its own flag would be."""
+    def search_axes(self) -> dict[str, "list | Distribution"]:
+        """--search as {field: values or a distribution}, in the order given; every value (and both ends of every
+        range) typed and range-checked as its own flag would be. Raises ConfigError naming the axis at fault."""
         fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-        searched: dict[str, list] = {}
-        for pair in self.search.split():
-            name, _, values = pair.partition("=")
+        # Spaces inside a distribution's parentheses belong to it, not between axes.
+        text = re.sub(r"\(([^)]*)\)", lambda m: "(" + m.group(1).replace(" ", "") + ")", self.search)
+        axes: dict[str, list | Distribution] = {}
+        for pair in text.split():
+            name, _, spec = pair.partition("=")
             name = name.removeprefix("--").replace("-", "_")
-            if not values:
-                raise ConfigError(f"--search {pair!r}: write FIELD=V1,V2 pairs, e.g. --search 'beta1=0.5,0.8'")
-            if name in self.UNSEARCHABLE or name in searched:
+            if not spec:
+                raise ConfigError(f"--search {pair!r}: write FIELD=V1,V2 or FIELD=loguniform(LOW,HIGH), e.g. "
+                                  f"--search 'lr=loguniform(5e-5,1e-3) beta1=0.5,0.8'")
+            if name in self.UNSEARCHABLE or name in axes:
                 raise ConfigError(f"--search {name}: "
                                   + (self.UNSEARCHABLE[name] if name in self.UNSEARCHABLE else "given twice"))
-            if name not in fields:
-                allowed = ", ".join(sorted(set(fields) - set(self.UNSEARCHABLE)))
+            if name != LR_D_RATIO and name not in fields:
+                allowed = ", ".join(sorted({*fields, LR_D_RATIO} - set(self.UNSEARCHABLE)))
                 raise ConfigError(f"--search {name}: no such training field; searchable: {allowed}")
-            searched[name] = [_coerce(TrainConfig, fields[name], value, "--search") for value in values.split(",")]
-            for value in searched[name]:
-                validate(dataclasses.replace(TrainConfig(), **{name: value}))
-        return searched
+            axes[name] = _search_axis(name, spec, fields.get(name), self.grid)
+        return axes
+
+    def check(self) -> None:
+        super().check()
+        axes = self.search_axes()
+        if self.scheduler == "pbt" and "lr" not in axes:
+            raise ConfigError("--scheduler pbt perturbs the learning rate, so --search needs an lr axis, e.g. "
+                              "--search 'lr=loguniform(5e-5,1e-3) latent_dim=64'")
+        if self.scheduler == "pbt" and self.perturbation_interval >= self.epochs:
+            raise ConfigError(f"--perturbation-interval={self.perturbation_interval} must be below --epochs="
+                              f"{self.epochs}, or PBT never perturbs a trial")
+        if not self.quality_every:
+            raise ConfigError("--quality-every 0: the sweep ranks trials by quality/fid_domain; give it epochs >= 1")
+
+
+def _search_axis(name: str, spec: str, f: dataclasses.Field | None, grid: bool) -> "list | Distribution":
+    """One --search axis, parsed and checked: a distribution (float fields, random search only) or a value list."""
+    flag = f"--search {name}"
+    drawn = re.fullmatch(r"(loguniform|uniform)\(([^,]+),([^,]+)\)", spec)
+    if drawn:
+        if grid:
+            raise ConfigError(f"{flag}={spec}: --grid takes lists of values, not a distribution; e.g. "
+                              f"{name}=1e-4,2e-4,5e-4, or drop --grid for random search")
+        try:
+            low, high = float(drawn.group(2)), float(drawn.group(3))
+        except ValueError:
+            raise ConfigError(f"{flag}={spec}: the bounds must be numbers, e.g. {drawn.group(1)}(5e-5,1e-3)") from None
+        if f is not None and _field_type(TrainConfig, f) is not float:
+            raise ConfigError(f"{flag}={spec}: a distribution draws floats, and {name} takes "
+                              f"{_field_type(TrainConfig, f).__name__}s: list the values instead, e.g. {name}=32,64")
+        if not low < high or (drawn.group(1) == "loguniform" and low <= 0):
+            raise ConfigError(f"{flag}={spec}: LOW must be below HIGH" + (" and above 0 for loguniform"
+                                                                          if drawn.group(1) == "loguniform" else ""))
+        _check_search_value(name, low, f)
+        _check_search_value(name, high, f)
+        return Distribution(drawn.group(1), low, high)
+    if re.fullmatch(r"\w+\(.*\)", spec):
+        raise ConfigError(f"{flag}={spec}: unknown distribution; use loguniform(LOW,HIGH) or uniform(LOW,HIGH)")
+    values = []
+    for text in spec.split(","):
+        if f is None:  # lr_d_ratio
+            try:
+                value = float(text)
+            except ValueError:
+                raise ConfigError(f"{flag}: {text!r} is not a number") from None
+        else:
+            value = _coerce(TrainConfig, f, text, "--search")
+        _check_search_value(name, value, f)
+        values.append(value)
+    return values
+
+
+def _check_search_value(name: str, value: Any, f: dataclasses.Field | None) -> None:
+    if f is None:
+        if not 0 < value <= 100:
+            raise ConfigError(f"--search {LR_D_RATIO}={value:g} is out of range: it must be > 0 and <= 100 "
+                              f"(D's learning rate as a multiple of G's)")
+        return
+    try:
+        validate(dataclasses.replace(TrainConfig(), **{name: value}))
+    except ConfigError as error:
+        raise ConfigError(f"--search {name}: {error}") from None
 
 
 def _timestamp() -> str:
@@ -311,6 +380,8 @@ def _coerce(cls: type, f: dataclasses.Field, value: Any, source: str) -> Any:
             raise ValueError(value)
         if kind is int and isinstance(value, float) and not value.is_integer():
             raise ValueError(value)
+        if kind is str and isinstance(value, dict):  # a YAML block: search: {lr: loguniform(1e-4,1e-3), nz: [32, 64]}
+            return " ".join(f"{key}={','.join(map(str, v)) if isinstance(v, list) else v}" for key, v in value.items())
         return kind(value)
     except (TypeError, ValueError):
         raise ConfigError(

@@ -1,8 +1,8 @@
 """Hyper-parameter sweeps: Ray Tune over a driver function that builds one TorchTrainer per trial (the pattern Ray
 documents for Train V2; `Tuner(trainer)` is gone), one nested MLflow run per trial under one parent run.
 
-The search space is learning rate x latent size x D/G learning-rate ratio (TTUR) x any other training field named
-in --search: random (log-uniform lr, choices) by default, a full grid with --lr-grid. ASHA stops trials whose
+The search space is what --search names: any training field, and the D/G learning-rate ratio (TTUR), each a list or
+(random search) a distribution; random by default, a full grid with --grid. ASHA stops trials whose
 `quality/fid_domain` lags at each rung; trials report through Train's TuneReportCallback, once per epoch. PBT needs
 what that callback cannot give (Train V2 passes Tune a checkpoint *path*, PBT clones Tune checkpoints), so under PBT
 a trial trains in generations: one Train run per perturbation interval, each reported to Tune with its checkpoint.
@@ -23,7 +23,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTra
 
 from gan import storage
 from gan.checkpoint import META_FILE
-from gan.config import SweepConfig, TrainConfig, from_dict, to_dict
+from gan.config import LR_D_RATIO, Distribution, SweepConfig, TrainConfig, from_dict, to_dict
 from gan.tracking import open_run, set_run_status
 from gan.worker import build_trainer
 
@@ -47,22 +47,28 @@ def trial_name(params: dict[str, Any]) -> str:
 
 
 def search_space(config: SweepConfig) -> dict[str, Any]:
-    lists = config.search_lists()
-    grid = lists.pop("lr")
-    if grid:
-        return {"lr": tune.grid_search(grid),
-                **{key: tune.grid_search(values) if len(values) > 1 else values[0] for key, values in lists.items()}}
-    return {"lr": tune.loguniform(config.lr_min, config.lr_max),
-            **{key: tune.choice(values) if len(values) > 1 else values[0] for key, values in lists.items()}}
+    """Tune's param space: every --search axis (grid, choice or distribution), and the trial settings every row of
+    the summary shows (lr, latent size, D/G ratio) at their flag's value where they are not searched."""
+    space: dict[str, Any] = {"lr": config.lr, "latent_dim": config.latent_dim, LR_D_RATIO: 1.0}
+    for name, axis in config.search_axes().items():
+        if isinstance(axis, Distribution):
+            space[name] = (tune.loguniform if axis.kind == "loguniform" else tune.uniform)(axis.low, axis.high)
+        elif len(axis) == 1:
+            space[name] = axis[0]
+        else:
+            space[name] = tune.grid_search(axis) if config.grid else tune.choice(axis)
+    return space
 
 
 def pbt_mutations(config: SweepConfig) -> dict[str, Any]:
-    """What PBT may perturb: the learning rates. Not the latent size: it fixes the weights' shapes, so a clone
-    keeps its leader's along with the weights."""
-    lists = config.search_lists()
-    mutations: dict[str, Any] = {"lr": lists["lr"] or tune.loguniform(config.lr_min, config.lr_max)}
-    if len(lists["lr_d_ratio"]) > 1:
-        mutations["lr_d_ratio"] = lists["lr_d_ratio"]
+    """What PBT may perturb: the learning rates (SweepConfig.check makes sure lr is an axis). Not the latent size:
+    it fixes the weights' shapes, so a clone keeps its leader's along with the weights."""
+    axes = config.search_axes()
+    lr = axes["lr"]
+    mutations: dict[str, Any] = {"lr": tune.loguniform(lr.low, lr.high) if isinstance(lr, Distribution) else lr}
+    ratios = axes.get(LR_D_RATIO)
+    if isinstance(ratios, list) and len(ratios) > 1:
+        mutations[LR_D_RATIO] = ratios
     return mutations
 
 

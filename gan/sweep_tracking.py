@@ -1,4 +1,4 @@
-"""A sweep's MLflow bookkeeping on the driver: its up-front checks, the parent run (params the trials share and a
+"""A sweep's MLflow bookkeeping on the driver: the parent run (params the trials share and a
 description of the search), and at the end each child run closed with its outcome, the summary table and plot, and
 the best trial's settings on the parent. The trials log their own runs (gan/sweep.py)."""
 from __future__ import annotations
@@ -8,47 +8,23 @@ from pathlib import Path
 from typing import Any
 
 from gan import registry
-from gan.config import ConfigError, SweepConfig, to_dict
+from gan.config import LR_D_RATIO, Distribution, SweepConfig, to_dict
 from gan.sweep_report import write_plot, write_table
 from gan.tracking import open_run, set_run_status
-
-
-def check_sweep(config: SweepConfig) -> None:
-    """Raise ConfigError naming the sweep setting at fault, before Ray starts."""
-    try:
-        lists = config.search_lists()
-    except ConfigError:
-        raise  # --search names its own problem
-    except ValueError:
-        raise ConfigError("--latent-dims / --lr-grid / --lr-d-ratios take comma-separated numbers, e.g. "
-                          "--latent-dims 32,64,100") from None
-    dims, grid, ratios = lists["latent_dim"], lists["lr"], lists["lr_d_ratio"]
-    if not dims or min(dims) < 1 or any(lr <= 0 or lr > 1 for lr in grid):
-        raise ConfigError("--latent-dims must be >= 1 and --lr-grid values in (0, 1]")
-    if any(not 0 < ratio <= 100 for ratio in ratios):
-        raise ConfigError("--lr-d-ratios must be in (0, 100], e.g. 1,4 (1 = one shared learning rate)")
-    if not config.lr_grid and config.lr_min >= config.lr_max:
-        raise ConfigError(f"--lr-min={config.lr_min} must be below --lr-max={config.lr_max}")
-    if config.scheduler == "pbt" and config.perturbation_interval >= config.epochs:
-        raise ConfigError(f"--perturbation-interval={config.perturbation_interval} must be below --epochs="
-                          f"{config.epochs}, or PBT never perturbs a trial")
-    if not config.quality_every:
-        raise ConfigError("--quality-every 0: the sweep ranks trials by quality/fid_domain; give it epochs >= 1")
 
 
 def open_parent_run(config: SweepConfig, facts: dict[str, str]) -> str:
     """The sweep's parent run: the settings every trial shares (not the searched ones, which would read as the
     sweep's), the data facts, and a description of the search."""
-    search = (f"a grid of lr ({config.lr_grid})" if config.lr_grid
-              else f"random lr ({config.lr_min:g}..{config.lr_max:g})")
     scheduler = (f"PBT every {config.perturbation_interval} epochs" if config.scheduler == "pbt"
                  else config.scheduler.upper())
-    searched = config.searched_fields()
-    extras = "".join(f", {name} ({','.join(map(str, values))})" for name, values in searched.items())
-    description = (f"Ray Tune sweep over {search}, latent size ({config.latent_dims}), D/G lr ratio "
-                   f"({config.lr_d_ratios}){extras}; {config.num_samples} sample(s), {scheduler} on "
-                   f"quality/fid_domain; child runs are the trials, summary.csv and summary.png the outcome.")
-    per_trial = {"lr", "lr_d", "latent_dim", *searched}
+    axes = config.search_axes()
+    over = ", ".join(f"{name} ({axis if isinstance(axis, Distribution) else ','.join(map(str, axis))})"
+                     for name, axis in axes.items())
+    description = (f"Ray Tune {'grid' if config.grid else 'random'} search over {over}; {config.num_samples} "
+                   f"sample(s){' per grid point' if config.grid else ''}, {scheduler} on quality/fid_domain; child "
+                   f"runs are the trials, summary.csv and summary.png the outcome.")
+    per_trial = {*axes, *(("lr_d",) if {"lr", LR_D_RATIO} & set(axes) else ())}
     shared = {k: v for k, v in to_dict(config).items() if k not in per_trial}
     return open_run(config.tracking_uri, config.experiment, config.artifact_root, config.run_name,
                     {**shared, **facts}, {"job": "sweep", "mlflow.note.content": description},
@@ -63,7 +39,7 @@ def record_outcome(config: SweepConfig, parent: str, rows: list[dict[str, Any]],
     client = MlflowClient(config.tracking_uri)
     experiment_id = client.get_run(parent).info.experiment_id
     outcome = {"completed": "FINISHED", "stopped early": "KILLED"}
-    searched = tuple(config.searched_fields())
+    searched = tuple(name for name in config.search_axes() if name not in ("lr", "latent_dim", LR_D_RATIO))
     for row in rows:
         children = client.search_runs([experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}' and "
                                                                       f"tags.`tune.trial_id` = '{row['trial_id']}'")
@@ -77,7 +53,7 @@ def record_outcome(config: SweepConfig, parent: str, rows: list[dict[str, Any]],
         client.log_artifact(parent, str(write_table(rows, Path(tmp) / "summary.csv")))
         client.log_artifact(parent, str(write_plot(rows, Path(tmp) / "summary.png", searched)))
     if best:
-        for key in ("lr", "latent_dim", "lr_d_ratio", *searched, "trial_id", "run_id", "model_uri"):
+        for key in ("lr", "latent_dim", LR_D_RATIO, *searched, "trial_id", "run_id", "model_uri"):
             client.set_tag(parent, f"best.{key}", str(best[key]))
         client.log_metric(parent, "best/fid_domain", best["best_fid_domain"])
     set_run_status(config.tracking_uri, parent, "FINISHED", "completed")

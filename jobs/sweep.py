@@ -12,14 +12,12 @@ import sys
 from gan import registry, storage
 from gan.config import ConfigError, SweepConfig, TrainConfig, parse
 from gan.manifest import ManifestError
-from gan.sweep_tracking import check_sweep
 from gan.training_run import prepare
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         config = parse(SweepConfig, argv).resolved()
-        check_sweep(config)
         facts = prepare(config, job="sweep")
     except (ConfigError, ManifestError, storage.StorageError, ValueError) as error:
         print(f"sweep: {error}", file=sys.stderr)

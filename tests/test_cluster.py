@@ -89,8 +89,8 @@ def test_submitted_pbt_sweep_clones_a_leader_and_survives_a_diverging_trial(ray_
     result = _submit(ray_cluster, job_id, runtime_env, "--shards", str(digits_shards), "--run-name", "pbt",
                      "--storage-path", str(tmp_path / "ray"), "--artifact-root", str(tmp_path / "mlartifacts"),
                      "--scheduler", "pbt", "--perturbation-interval", "2", "--epochs", "4", "--steps-per-epoch", "4",
-                     "--batch-size", "16", "--g-features", "8", "--d-features", "8", "--latent-dims", "16",
-                     "--quality-every", "1", "--quality-samples", "200", "--lr-grid", "1e-4,5e-4,2e-3",
+                     "--batch-size", "16", "--g-features", "8", "--d-features", "8", "--grid",
+                     "--quality-every", "1", "--quality-samples", "200", "--search", "lr=1e-4,5e-4,2e-3 latent_dim=16",
                      "--num-samples", "1", "--num-workers", "1", "--cpus-per-worker", "1",
                      "--max-concurrent-trials", "2",
                      wait=True, job="jobs.sweep")

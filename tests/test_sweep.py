@@ -32,7 +32,7 @@ def test_every_trial_is_a_child_run_with_its_own_settings_and_series(swept):
     client, (parent,), children = _runs(swept)
     assert len(children) == 4 and all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
     settings = sorted((float(c.data.params["lr"]), float(c.data.params["beta1"])) for c in children)
-    assert settings == [(1e-6, 0.5), (1e-6, 0.7), (2e-3, 0.5), (2e-3, 0.7)]  # --lr-grid x --search beta1=0.5,0.7
+    assert settings == [(1e-6, 0.5), (1e-6, 0.7), (2e-3, 0.5), (2e-3, 0.7)]  # --grid over lr=1e-6,2e-3 x beta1=0.5,0.7
     for child in children:
         assert child.info.run_name == f"lr={float(child.data.params['lr']):.1e} nz=16 beta1={child.data.params['beta1']}"
     assert "beta1" not in parent.data.params and "beta1 (0.5,0.7)" in parent.data.tags["mlflow.note.content"]
@@ -145,18 +145,23 @@ def test_a_non_finite_loss_stops_the_run_instead_of_training_on():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--lr-min", "1e-3", "--lr-max", "1e-4"], "--lr-min=0.001 must be below --lr-max=0.0001"),
-    (["--latent-dims", "32,abc"], "comma-separated numbers"),
-    (["--latent-dims", "0,32"], "--latent-dims must be >= 1"),
+    (["--search", "latent_dim=64,5000"], "--search latent_dim: --latent-dim=5000 is out of range: it must be <= 4096"),
+    (["--search", "latent_dim=32,abc"], "--latent-dim (--search): 'abc' is not a valid int"),
+    (["--search", "lr=loguniform(1e-3,1e-4)"], "LOW must be below HIGH and above 0 for loguniform"),
+    (["--search", "lr=loguniform(0.1,2)"], "--search lr: --lr=2.0 is out of range"),
+    (["--search", "lr=loguniform(1e-4,1e-3)", "--grid"], "--grid takes lists of values, not a distribution"),
+    (["--search", "latent_dim=uniform(16,64)"], "a distribution draws floats, and latent_dim takes ints"),
+    (["--search", "lr=normal(1e-4,1e-3)"], "unknown distribution; use loguniform(LOW,HIGH) or uniform(LOW,HIGH)"),
+    (["--search", "lr_d_ratio=1,400"], "--search lr_d_ratio=400 is out of range"),
     (["--quality-every", "0"], "ranks trials by quality/fid_domain"),
     (["--scheduler", "pbt", "--epochs", "4", "--perturbation-interval", "4"], "or PBT never perturbs a trial"),
+    (["--scheduler", "pbt", "--search", "latent_dim=32,64"], "--scheduler pbt perturbs the learning rate"),
 ])
 def test_bad_sweep_settings_are_rejected_before_ray_starts(argv, message):
     from gan.config import ConfigError, SweepConfig, parse
-    from gan.sweep_tracking import check_sweep
 
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
-        check_sweep(parse(SweepConfig, argv))
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse(SweepConfig, argv)
 
 
 def test_search_adds_any_training_field_as_an_axis_with_typed_checked_values():
@@ -165,8 +170,8 @@ def test_search_adds_any_training_field_as_an_axis_with_typed_checked_values():
     from gan.config import SweepConfig, TrainConfig, parse
     from gan.sweep import search_space, trial_config, trial_name
 
-    config = parse(SweepConfig, ["--lr-grid", "1e-4", "--latent-dims", "64", "--search", "beta1=0.5,0.8 batch-size=32,64"])
-    assert config.searched_fields() == {"beta1": [0.5, 0.8], "batch_size": [32, 64]}
+    config = parse(SweepConfig, ["--grid", "--search", "lr=1e-4 latent_dim=64 beta1=0.5,0.8 batch-size=32,64"])
+    assert config.search_axes() == {"lr": [1e-4], "latent_dim": [64], "beta1": [0.5, 0.8], "batch_size": [32, 64]}
     trials = [trial for _, trial in generate_variants(search_space(config))]
     assert {(t["beta1"], t["batch_size"]) for t in trials} == {(b, n) for b in (0.5, 0.8) for n in (32, 64)}
     train = trial_config(TrainConfig(), trials[-1], "t1")
@@ -175,10 +180,10 @@ def test_search_adds_any_training_field_as_an_axis_with_typed_checked_values():
 
 
 @pytest.mark.parametrize("search, message", [
-    ("beta1", "write FIELD=V1,V2 pairs"),
+    ("beta1", "write FIELD=V1,V2 or FIELD=loguniform(LOW,HIGH)"),
     ("momentum=0.9", "no such training field; searchable: batch_size, beta1"),
     ("epochs=2,4", "every trial runs the same --epochs"),
-    ("lr=1e-4,2e-4", "search it with --lr-min/--lr-max or --lr-grid"),
+    ("lr_d=1e-4,2e-4", "search lr_d_ratio, D's learning rate as a multiple of G's"),
     ("storage_path=a,b", "the sweep's own setting"),
     ("beta1=0.5,1.5", "--beta1=1.5 is out of range: it must be < 1.0"),
     ("batch_size=32,big", "--batch-size (--search): 'big' is not a valid int"),
@@ -186,10 +191,36 @@ def test_search_adds_any_training_field_as_an_axis_with_typed_checked_values():
 ])
 def test_bad_search_fields_are_rejected_naming_the_problem(search, message):
     from gan.config import ConfigError, SweepConfig, parse
-    from gan.sweep_tracking import check_sweep
 
     with pytest.raises(ConfigError, match=re.escape(message)):
-        check_sweep(parse(SweepConfig, ["--search", search]))
+        parse(SweepConfig, ["--search", search])
+
+
+def test_search_draws_each_distribution_within_its_bounds_and_keeps_unsearched_settings():
+    from ray.tune.search.variant_generator import generate_variants
+
+    from gan.config import SweepConfig, parse
+    from gan.sweep import search_space
+
+    config = parse(SweepConfig, ["--lr", "3e-4", "--search", "beta1=uniform(0.3, 0.6) latent_dim=16,32",
+                                 "--num-samples", "50"])
+    space = search_space(config)
+    draws = [trial for _ in range(50) for _, trial in generate_variants(space)]
+    assert all(0.3 <= t["beta1"] <= 0.6 for t in draws) and len({t["beta1"] for t in draws}) > 40
+    assert {t["latent_dim"] for t in draws} == {16, 32}
+    assert {t["lr"] for t in draws} == {3e-4} and {t["lr_d_ratio"] for t in draws} == {1.0}  # not searched: its flag
+    default = search_space(parse(SweepConfig, []))
+    lrs = [default["lr"].sample() for _ in range(200)]
+    assert 5e-5 <= min(lrs) and max(lrs) <= 1e-3
+
+
+def test_a_yaml_search_block_declares_the_same_axes_as_the_flag(tmp_path):
+    from gan.config import SweepConfig, parse
+
+    config = tmp_path / "sweep.yaml"
+    config.write_text("search:\n  lr: loguniform(5e-5, 1e-3)\n  latent_dim: [32, 64]\n  lr_d_ratio: [1, 4]\n")
+    flag = "lr=loguniform(5e-5,1e-3) latent_dim=32,64 lr_d_ratio=1,4"
+    assert parse(SweepConfig, ["--config", str(config)]).search_axes() == parse(SweepConfig, ["--search", flag]).search_axes()
 
 
 def test_grid_search_covers_every_combination_and_a_ttur_trial_gets_its_own_d_rate():
@@ -198,7 +229,7 @@ def test_grid_search_covers_every_combination_and_a_ttur_trial_gets_its_own_d_ra
     from gan.config import SweepConfig, TrainConfig, parse
     from gan.sweep import search_space, trial_config, trial_name
 
-    config = parse(SweepConfig, ["--lr-grid", "1e-4,2e-4", "--latent-dims", "32,64", "--lr-d-ratios", "1,4"])
+    config = parse(SweepConfig, ["--grid", "--search", "lr=1e-4,2e-4 latent_dim=32,64 lr_d_ratio=1,4"])
     combos = [(trial["lr"], trial["latent_dim"], trial["lr_d_ratio"]) for _, trial in
               generate_variants(search_space(config))]  # what Tune's grid search expands the space to
     assert len(combos) == 8 and set(combos) == {(lr, nz, ratio) for lr in (1e-4, 2e-4) for nz in (32, 64) for ratio in (1.0, 4.0)}
@@ -224,11 +255,11 @@ def test_pbt_perturbs_learning_rates_but_never_the_latent_size():
     from gan.config import SweepConfig, parse
     from gan.sweep import pbt_mutations
 
-    random_search = pbt_mutations(parse(SweepConfig, ["--lr-min", "1e-5", "--lr-max", "1e-3", "--lr-d-ratios", "1,4"]))
+    random_search = pbt_mutations(parse(SweepConfig, ["--search", "lr=loguniform(1e-5,1e-3) lr_d_ratio=1,4"]))
     assert set(random_search) == {"lr", "lr_d_ratio"} and random_search["lr_d_ratio"] == [1.0, 4.0]
     samples = [random_search["lr"].sample() for _ in range(200)]
     assert 1e-5 <= min(samples) and max(samples) <= 1e-3
-    grid = pbt_mutations(parse(SweepConfig, ["--lr-grid", "1e-4,2e-4", "--latent-dims", "32,64"]))
+    grid = pbt_mutations(parse(SweepConfig, ["--grid", "--search", "lr=1e-4,2e-4 latent_dim=32,64"]))
     assert grid == {"lr": [1e-4, 2e-4]}  # one shared rate: no ratio to perturb; latent size fixes the weights
 
 
