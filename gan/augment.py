@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from gan.config_fields import ConfigError
+
 TRANSFORMS = ("translation", "cutout", "color")
 TRANSLATION_RATIO = 1 / 8  # shift up to 1/8 of the side, padded with 0 (mid-grey in [-1, 1]), as the paper
 CUTOUT_RATIO = 1 / 2  # a square of half the side set to 0
@@ -24,8 +26,6 @@ def parse_policy(policy: str, channels: int = 1) -> tuple[str, ...]:
     names = tuple(name.strip() for name in policy.split(",") if name.strip())
     unknown = [name for name in names if name not in TRANSFORMS]
     if unknown or len(set(names)) != len(names):
-        from gan.config import ConfigError
-
         raise ConfigError(f"--diffaugment={policy!r}: use a comma-separated subset of {', '.join(TRANSFORMS)} "
                           f"(each once), 'auto' or '' for none")
     return names

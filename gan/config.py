@@ -1,41 +1,23 @@
-"""Typed job configs: one dataclass per job, filled from defaults, then a YAML file, then CLI flags.
+"""Typed job configs, one dataclass per job: TrainConfig, ShardConfig, SweepConfig, SampleConfig.
 
-Every field is a flag (`latent_dim` -> `--latent-dim`, booleans as `--flag/--no-flag`), documented by the
-`doc` in its metadata and checked by `validate()` before any Ray or MLflow work starts.
+Every field is a flag (`latent_dim` -> `--latent-dim`, booleans as `--flag/--no-flag`) and a YAML key, documented by
+the `doc` in its metadata and checked before any Ray or MLflow work starts (gan/config_fields.py reads them).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import math
 import os
-import re
-import types
-import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import ClassVar
 
-import yaml
-
+from gan.config_fields import ConfigError, from_dict, option, parse, to_dict, validate  # noqa: F401 - jobs read these here
 from gan.image_codec import IMAGE_FORMATS
+from gan.search_axes import DEFAULT_SEARCH, Distribution, parse_search
 
 
 # The default run's length: two MNIST epochs, which take 2 CPU cores about 5 minutes at the default width.
 DEFAULT_KIMG = 120.0
-
-
-class ConfigError(ValueError):
-    """A config value a user must change; the message names the flag and the fix."""
-
-
-def option(default: Any, doc: str, **checks: Any) -> Any:
-    """A config field with its help text and range checks (min, max, gt, choices)."""
-    return field(default=default, metadata={"doc": doc, **checks})
-
-
-def flag_name(name: str) -> str:
-    return "--" + name.replace("_", "-")
 
 
 def _is_remote(path: str) -> bool:
@@ -211,21 +193,6 @@ class ShardConfig:
         return self.out or ("data/" + (Path(self.from_folder).name if self.from_folder else self.dataset))
 
 
-LR_D_RATIO = "lr_d_ratio"  # a sweep-only axis: the trial's lr_d is lr x this (1 = one shared rate)
-DEFAULT_SEARCH = "lr=loguniform(5e-5,1e-3) latent_dim=32,64,100,128"
-
-
-@dataclass(frozen=True)
-class Distribution:
-    """A random-search axis: values drawn log-uniformly or uniformly between low and high."""
-    kind: str  # "loguniform" or "uniform"
-    low: float
-    high: float
-
-    def __str__(self) -> str:
-        return f"{self.kind}({self.low:g},{self.high:g})"
-
-
 @dataclass
 class SweepConfig(TrainConfig):
     """A Ray Tune sweep over what --search names (by default learning rate and latent size); every training field
@@ -269,27 +236,9 @@ class SweepConfig(TrainConfig):
                         "it is the sweep's own setting, shared by every trial"),
     }
 
-    def search_axes(self) -> dict[str, "list | Distribution"]:
-        """--search as {field: values or a distribution}, in the order given; every value (and both ends of every
-        range) typed and range-checked as its own flag would be. Raises ConfigError naming the axis at fault."""
-        fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-        # Spaces inside a distribution's parentheses belong to it, not between axes.
-        text = re.sub(r"\(([^)]*)\)", lambda m: "(" + m.group(1).replace(" ", "") + ")", self.search)
-        axes: dict[str, list | Distribution] = {}
-        for pair in text.split():
-            name, _, spec = pair.partition("=")
-            name = name.removeprefix("--").replace("-", "_")
-            if not spec:
-                raise ConfigError(f"--search {pair!r}: write FIELD=V1,V2 or FIELD=loguniform(LOW,HIGH), e.g. "
-                                  f"--search 'lr=loguniform(5e-5,1e-3) beta1=0.5,0.8'")
-            if name in self.UNSEARCHABLE or name in axes:
-                raise ConfigError(f"--search {name}: "
-                                  + (self.UNSEARCHABLE[name] if name in self.UNSEARCHABLE else "given twice"))
-            if name != LR_D_RATIO and name not in fields:
-                allowed = ", ".join(sorted({*fields, LR_D_RATIO} - set(self.UNSEARCHABLE)))
-                raise ConfigError(f"--search {name}: no such training field; searchable: {allowed}")
-            axes[name] = _search_axis(name, spec, fields.get(name), self.grid)
-        return axes
+    def search_axes(self) -> dict[str, list | Distribution]:
+        """--search as {field: values or a distribution}, in the order given, each checked (gan/search_axes.py)."""
+        return parse_search(self.search, TrainConfig, self.UNSEARCHABLE, self.grid)
 
     def check(self) -> None:
         super().check()
@@ -304,90 +253,10 @@ class SweepConfig(TrainConfig):
             raise ConfigError("--quality-every 0: the sweep ranks trials by quality/fid_domain; give it epochs >= 1")
 
 
-def _search_axis(name: str, spec: str, f: dataclasses.Field | None, grid: bool) -> "list | Distribution":
-    """One --search axis, parsed and checked: a distribution (float fields, random search only) or a value list."""
-    flag = f"--search {name}"
-    drawn = re.fullmatch(r"(loguniform|uniform)\(([^,]+),([^,]+)\)", spec)
-    if drawn:
-        if grid:
-            raise ConfigError(f"{flag}={spec}: --grid takes lists of values, not a distribution; e.g. "
-                              f"{name}=1e-4,2e-4,5e-4, or drop --grid for random search")
-        try:
-            low, high = float(drawn.group(2)), float(drawn.group(3))
-        except ValueError:
-            raise ConfigError(f"{flag}={spec}: the bounds must be numbers, e.g. {drawn.group(1)}(5e-5,1e-3)") from None
-        if f is not None and _field_type(TrainConfig, f) is not float:
-            raise ConfigError(f"{flag}={spec}: a distribution draws floats, and {name} takes "
-                              f"{_field_type(TrainConfig, f).__name__}s: list the values instead, e.g. {name}=32,64")
-        if not low < high or (drawn.group(1) == "loguniform" and low <= 0):
-            raise ConfigError(f"{flag}={spec}: LOW must be below HIGH" + (" and above 0 for loguniform"
-                                                                          if drawn.group(1) == "loguniform" else ""))
-        _check_search_value(name, low, f)
-        _check_search_value(name, high, f)
-        return Distribution(drawn.group(1), low, high)
-    if re.fullmatch(r"\w+\(.*\)", spec):
-        raise ConfigError(f"{flag}={spec}: unknown distribution; use loguniform(LOW,HIGH) or uniform(LOW,HIGH)")
-    values = []
-    for text in spec.split(","):
-        if f is None:  # lr_d_ratio
-            try:
-                value = float(text)
-            except ValueError:
-                raise ConfigError(f"{flag}: {text!r} is not a number") from None
-        else:
-            value = _coerce(TrainConfig, f, text, "--search")
-        _check_search_value(name, value, f)
-        values.append(value)
-    return values
-
-
-def _check_search_value(name: str, value: Any, f: dataclasses.Field | None) -> None:
-    if f is None:
-        if not 0 < value <= 100:
-            raise ConfigError(f"--search {LR_D_RATIO}={value:g} is out of range: it must be > 0 and <= 100 "
-                              f"(D's learning rate as a multiple of G's)")
-        return
-    try:
-        validate(dataclasses.replace(TrainConfig(), **{name: value}))
-    except ConfigError as error:
-        raise ConfigError(f"--search {name}: {error}") from None
-
-
 def _timestamp() -> str:
     import datetime
 
     return datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-
-
-def _field_type(cls: type, f: dataclasses.Field) -> type:
-    hint = typing.get_type_hints(cls)[f.name]
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        hint = next(a for a in typing.get_args(hint) if a is not type(None))
-    return hint
-
-
-def _coerce(cls: type, f: dataclasses.Field, value: Any, source: str) -> Any:
-    kind = _field_type(cls, f)
-    try:
-        if kind is bool:
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text in ("true", "yes", "1", "on"):
-                return True
-            if text in ("false", "no", "0", "off"):
-                return False
-            raise ValueError(value)
-        if kind is int and isinstance(value, float) and not value.is_integer():
-            raise ValueError(value)
-        if kind is str and isinstance(value, dict):  # a YAML block: search: {lr: loguniform(1e-4,1e-3), nz: [32, 64]}
-            return " ".join(f"{key}={','.join(map(str, v)) if isinstance(v, list) else v}" for key, v in value.items())
-        return kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"{flag_name(f.name)} ({source}): {value!r} is not a valid {kind.__name__}; "
-            f"{f.metadata['doc']}"
-        ) from None
 
 
 @dataclass
@@ -423,83 +292,3 @@ def resolve_tracking_uri(given: str) -> str:
     return tracking
 
 
-def validate(config: Any) -> Any:
-    """Raise ConfigError naming the first field outside its documented range."""
-    for f in dataclasses.fields(config):
-        value, meta = getattr(config, f.name), f.metadata
-        name = flag_name(f.name)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"{name}={value} must be a finite number")
-        problems = []
-        if "choices" in meta and value not in meta["choices"]:
-            problems.append(f"one of {', '.join(map(str, meta['choices']))}")
-        if "min" in meta and value < meta["min"]:
-            problems.append(f">= {meta['min']}")
-        if "gt" in meta and not value > meta["gt"]:
-            problems.append(f"> {meta['gt']}")
-        if "max" in meta and value > meta["max"]:
-            problems.append(f"<= {meta['max']}")
-        if "lt" in meta and not value < meta["lt"]:
-            problems.append(f"< {meta['lt']}")
-        if problems:
-            raise ConfigError(f"{name}={value} is out of range: it must be {' and '.join(problems)} ({meta['doc']})")
-    if hasattr(config, "check"):
-        config.check()
-    return config
-
-
-def parse(cls: type, argv: Sequence[str] | None = None, description: str = "") -> Any:
-    """Defaults <- YAML file (--config) <- CLI flags; unknown keys and out-of-range values raise ConfigError."""
-    parser = argparse.ArgumentParser(description=description or cls.__doc__)
-    parser.add_argument("--config", help="YAML file with field: value pairs (flags override it).")
-    for f in dataclasses.fields(cls):
-        help_text = f.metadata["doc"].replace("%", "%%")  # argparse expands %-formats in help
-        if _field_type(cls, f) is bool:
-            parser.add_argument(flag_name(f.name), action=argparse.BooleanOptionalAction, default=None,
-                                help=f"{help_text} (default: {f.default})")
-        else:
-            parser.add_argument(flag_name(f.name), default=None, metavar=f.name.upper(),
-                                help=f"{help_text} (default: {f.default})")
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:
-        if exit_.code not in (0, None):
-            raise ConfigError("unrecognised command-line arguments; run with --help for the list of flags") from None
-        raise
-
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    values: dict[str, Any] = {}
-    if args.config:
-        values.update(_read_yaml(args.config, cls, fields))
-    for name, f in fields.items():
-        given = getattr(args, name)
-        if given is not None:
-            values[name] = _coerce(cls, f, given, "command line")
-    return validate(cls(**values))
-
-
-def _read_yaml(path: str, cls: type, fields: dict[str, dataclasses.Field]) -> dict[str, Any]:
-    try:
-        loaded = yaml.safe_load(Path(path).read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"--config {path}: no such file") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"--config {path}: not valid YAML ({error})") from None
-    if not isinstance(loaded, dict):
-        raise ConfigError(f"--config {path}: expected a mapping of field: value pairs")
-    values = {}
-    for key, value in loaded.items():
-        name = str(key).replace("-", "_")
-        if name not in fields:
-            raise ConfigError(f"--config {path}: unknown field {key!r}; valid fields are {', '.join(fields)}")
-        values[name] = _coerce(cls, fields[name], value, f"in {path}")
-    return values
-
-
-def to_dict(config: Any) -> dict[str, Any]:
-    """Plain dict for Ray's train_loop_config and MLflow params."""
-    return dataclasses.asdict(config)
-
-
-def from_dict(cls: type, values: dict[str, Any]) -> Any:
-    return validate(cls(**values))

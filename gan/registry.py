@@ -30,6 +30,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelSignature
 from mlflow.types import Schema, TensorSpec
 
+from gan.config_fields import ConfigError
 from gan.models import ModelShape
 
 log = logging.getLogger(__name__)
@@ -184,8 +185,6 @@ def choose_name(tracking_uri: str, register_as: str, source: str, dataset_hash: 
     """The registered model a run's best generator joins: `register_as`, else `default_name(source)`. A name
     already holding another shard set's generators is refused when given (ConfigError: fid_domain across data sets
     does not compare); the default name then adds the shards' hash."""
-    from gan.config import ConfigError
-
     name = register_as or default_name(source)
     conflict = registry_conflict(tracking_uri, name, dataset_hash)
     if conflict and register_as:

@@ -23,7 +23,8 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTra
 
 from gan import storage
 from gan.checkpoint import META_FILE
-from gan.config import LR_D_RATIO, Distribution, SweepConfig, TrainConfig, from_dict, to_dict
+from gan.config import SweepConfig, TrainConfig, from_dict, to_dict
+from gan.search_axes import LR_D_RATIO, Distribution
 from gan.tracking import open_run, set_run_status
 from gan.worker import build_trainer
 

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from gan import registry
-from gan.config import LR_D_RATIO, Distribution, SweepConfig, to_dict
+from gan.config import SweepConfig, to_dict
+from gan.search_axes import LR_D_RATIO, Distribution
 from gan.sweep_report import write_plot, write_table
 from gan.tracking import open_run, set_run_status
 
@@ -21,9 +22,10 @@ def open_parent_run(config: SweepConfig, facts: dict[str, str]) -> str:
     axes = config.search_axes()
     over = ", ".join(f"{name} ({axis if isinstance(axis, Distribution) else ','.join(map(str, axis))})"
                      for name, axis in axes.items())
-    description = (f"Ray Tune {'grid' if config.grid else 'random'} search over {over}; {config.num_samples} "
-                   f"sample(s){' per grid point' if config.grid else ''}, {scheduler} on quality/fid_domain; child "
-                   f"runs are the trials, summary.csv and summary.png the outcome.")
+    kind = "grid" if config.grid else "random"
+    description = (f"Ray Tune sweep, a {kind} search over {over}; {config.num_samples} sample(s)"
+                   f"{' per grid point' if config.grid else ''}, {scheduler} on quality/fid_domain; child runs are the "
+                   f"trials, summary.csv and summary.png the outcome.")
     per_trial = {*axes, *(("lr_d",) if {"lr", LR_D_RATIO} & set(axes) else ())}
     shared = {k: v for k, v in to_dict(config).items() if k not in per_trial}
     return open_run(config.tracking_uri, config.experiment, config.artifact_root, config.run_name,

@@ -22,6 +22,8 @@ import numpy as np
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
+from gan.config_fields import ConfigError
+
 log = logging.getLogger(__name__)
 
 RUN_NAME_TAG = "ray.run_name"  # links a Ray Train run (and its checkpoints) to exactly one MLflow run
@@ -39,8 +41,6 @@ def check_tracking(uri: str) -> None:
     """Reject a tracking URI that cannot work before any training starts (MLflow's own client would retry for
     minutes first): a server that does not answer /health, or a sqlite file in a folder that does not exist."""
     import urllib.request
-
-    from gan.config import ConfigError
 
     scheme = urlparse(uri).scheme
     if scheme in ("http", "https"):

@@ -45,9 +45,11 @@ def test_unknown_yaml_field_is_rejected_with_the_valid_names(tmp_path):
         parse(TrainConfig, ["--config", str(path)])
 
 
-def test_unknown_flag_is_rejected():
-    with pytest.raises(ConfigError, match="unrecognised"):
-        parse(TrainConfig, ["--learning-rate", "0.1"])
+def test_an_unknown_flag_is_named_with_the_nearest_real_one():
+    with pytest.raises(ConfigError, match=r"unknown flag: --latnet-dim \(did you mean --latent-dim\?\)"):
+        parse(TrainConfig, ["--latnet-dim", "5"])
+    with pytest.raises(ConfigError, match="unknown flags: --learning-rate, --bogus .*; run with --help"):
+        parse(TrainConfig, ["--learning-rate", "0.1", "--bogus=3"])
 
 
 def test_resolved_makes_local_paths_absolute_and_names_the_run(tmp_path, monkeypatch):

@@ -88,7 +88,7 @@ def test_sample_grid_series_loads_and_its_slider_reaches_the_last_epoch(ui):
 def test_parent_run_has_a_description_and_its_summary_plot_renders(ui):
     with browser_page() as page:
         page.goto(f"{ui['url']}/#/experiments/{ui['experiment_id']}/runs/{ui['parent'].info.run_id}")
-        page.get_by_text("Ray Tune sweep over a grid of lr", exact=False).wait_for()
+        page.get_by_text("Ray Tune sweep, a grid search over lr", exact=False).wait_for()
         page.screenshot(path=str(SHOTS / "sweep_overview.png"))
         image = open_artifact(page, ui["url"], ui["experiment_id"], ui["parent"].info.run_id, "summary.png")
         assert image_size(image) == (1500, 400)  # three panels: lr, latent size and the --search field beta1

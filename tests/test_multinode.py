@@ -4,6 +4,7 @@ shards and checkpoints on the SeaweedFS S3 server and tracking on a real `mlflow
 import json
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -80,69 +81,106 @@ def test_a_folder_build_spread_over_nodes_writes_the_same_shards_as_one_process(
     assert read_manifest(out).dataset_hash == expected.dataset_hash
 
 
-def test_a_node_lost_mid_run_resumes_on_the_others_with_one_value_per_step(nodes, s3_env, mlflow_server,
-                                                                           digits_shards):
-    import time
+# A tiny model on the digits, one metric window every 5 steps; the node-loss tests add their length and workers.
+TINY_RUN = ["--batch-size", "16", "--g-features", "8", "--d-features", "8", "--latent-dim", "16", "--log-every", "5",
+            "--quality-samples", "100", "--max-failures", "2"]
 
-    spare = start_ray_node(nodes["head"], nodes["base"] / "node_c", 1, {"node_c": 1}, env=nodes["env"])
-    try:
-        shards = f"s3://{BUCKET}/multinode/digits-loss"
-        copy_shards(str(digits_shards), shards)
-        head, job_id = nodes["head"], f"loss-{uuid.uuid4().hex[:6]}"
-        env = {"env_vars": {**s3_env.env, "MLFLOW_TRACKING_URI": mlflow_server.url}}
-        ray_env = {**clean_env(), **head.env}
-        submitted = subprocess.run(
-            [RAY, "job", "submit", "--address", head.url, "--submission-id", job_id, "--working-dir", str(REPO),
-             "--runtime-env-json", json.dumps(env), "--no-wait", "--", "python", "-m", "jobs.train", "--shards",
-             shards, "--storage-path", f"s3://{BUCKET}/multinode/ray", "--run-name", "lost", "--experiment",
-             "multinode-loss", "--num-workers", "2", "--epochs", "4", "--steps-per-epoch", "25", "--batch-size",
-             "16", "--g-features", "8", "--d-features", "8", "--latent-dim", "16", "--log-every", "5",
-             "--quality-every", "1", "--quality-samples", "100", "--max-failures", "2"],
-            env=ray_env, cwd=REPO, capture_output=True, text=True, timeout=300)
+
+class _SubmittedRun:
+    """A training job submitted without waiting, and its one MLflow run (in its own experiment)."""
+
+    def __init__(self, nodes, mlflow_server, s3_env, name: str, *flags: str, env_vars: dict | None = None):
+        self.head, self.job_id, self.experiment = nodes["head"], f"{name}-{uuid.uuid4().hex[:6]}", f"multinode-{name}"
+        self.ray_env = {**clean_env(), **self.head.env}
+        env = {"env_vars": {**s3_env.env, "MLFLOW_TRACKING_URI": mlflow_server.url, **(env_vars or {})}}
+        submitted = self._ray("submit", "--submission-id", self.job_id, "--working-dir", str(REPO),
+                              "--runtime-env-json", json.dumps(env), "--no-wait", "--", "python", "-m", "jobs.train",
+                              "--storage-path", f"s3://{BUCKET}/multinode/ray", "--run-name", name, "--experiment",
+                              self.experiment, *TINY_RUN, *flags, timeout=300)
         assert submitted.returncode == 0, submitted.stderr[-2000:]
-        client = MlflowClient(mlflow_server.url)
+        self.client = MlflowClient(mlflow_server.url)
 
-        def run():
-            experiment = client.get_experiment_by_name("multinode-loss")
-            runs = client.search_runs([experiment.experiment_id]) if experiment else []
-            return runs[0] if runs else None
+    def _ray(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run([RAY, "job", args[0], "--address", self.head.url, *args[1:]], env=self.ray_env, cwd=REPO,
+                              capture_output=True, text=True, timeout=timeout)
 
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not (run() and "checkpoint.latest" in run().data.tags):
-            time.sleep(1)
-        time.sleep(3)  # into the next epoch, past some of its logged windows
-        placement = dict(pair.split("=") for pair in run().data.tags["cluster.nodes"].split(","))
-        # The node holding rank 1 goes, raylet and workers, as a lost machine would.
-        victim = next(name for name in live_nodes(head)[placement["1"]] if name.startswith("node_"))
-        {**nodes["by_name"], "node_c": spare}[victim].stop()
-        deadline = time.monotonic() + 600
+    def run(self):
+        experiment = self.client.get_experiment_by_name(self.experiment)
+        runs = self.client.search_runs([experiment.experiment_id]) if experiment else []
+        return runs[0] if runs else None
+
+    def steps(self, key: str) -> list[int]:
+        return [m.step for m in self.client.get_metric_history(self.run().info.run_id, key)]
+
+    def values(self, key: str) -> list[float]:
+        """In step order."""
+        history = self.client.get_metric_history(self.run().info.run_id, key) if self.run() else []
+        return [m.value for m in sorted(history, key=lambda m: m.step)]
+
+    def node_of_rank(self, rank: int) -> str:
+        """The name (custom resource) of the node running `rank` now, from the run's placement tag."""
+        placement = dict(pair.split("=") for pair in self.run().data.tags["cluster.nodes"].split(","))
+        return next(name for name in live_nodes(self.head)[placement[str(rank)]] if name.startswith("node_"))
+
+    def wait_for_first_checkpoint(self) -> None:
+        _wait_until(lambda: self.run() is not None and "checkpoint.latest" in self.run().data.tags, 300)
+
+    def assert_it_succeeds(self) -> None:
         status = ""
+        deadline = time.monotonic() + 600
         while time.monotonic() < deadline and not any(s in status for s in ("SUCCEEDED", "FAILED", "STOPPED")):
             time.sleep(2)
-            status = subprocess.run([RAY, "job", "status", "--address", head.url, job_id], env=ray_env, cwd=REPO,
-                                    capture_output=True, text=True, timeout=60).stdout.upper()
-        logs = subprocess.run([RAY, "job", "logs", "--address", head.url, job_id], env=ray_env, cwd=REPO,
-                              capture_output=True, text=True, timeout=60).stdout
-        assert "SUCCEEDED" in status, logs[-4000:]
-        final = run()
-        assert final.info.status == "FINISHED" and final.data.tags["restarts"] == "1"
-        assert [m.value for m in client.get_metric_history(final.info.run_id, "fault/restarts")] == [1.0]
-        for key in ("loss/D", "quality/fid_domain", "epoch"):
-            steps = [m.step for m in client.get_metric_history(final.info.run_id, key)]
-            assert len(steps) == len(set(steps)), (key, sorted(steps))  # none logged twice
-        assert sorted(m.step for m in client.get_metric_history(final.info.run_id, "loss/D")) == list(range(5, 101, 5))
-        assert sorted(m.step for m in client.get_metric_history(final.info.run_id, "quality/fid_domain")) == [
-            25, 50, 75, 100]  # none missing: one measurement per epoch
-        nodes_after = set(dict(p.split("=") for p in final.data.tags["cluster.nodes"].split(",")).values())
-        assert placement["1"] not in nodes_after and len(nodes_after) == 2
+            status = self._ray("status", self.job_id).stdout.upper()
+        assert "SUCCEEDED" in status, self._ray("logs", self.job_id).stdout[-4000:]
+
+    def stop(self) -> None:
+        self._ray("stop", self.job_id)
+
+    def assert_one_value_per_step(self, keys: tuple[str, ...], windows: range, epochs: range) -> None:
+        """No step logged twice in any series (ray#48664), and no window or epoch end missing."""
+        for key in keys:
+            steps = self.steps(key)
+            assert len(steps) == len(set(steps)), (key, sorted(steps))
+        assert sorted(self.steps("loss/D")) == list(windows)
+        assert sorted(self.steps("epoch")) == list(epochs)
+
+
+def _wait_until(condition, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not condition():
+        time.sleep(1)
+
+
+def test_a_node_lost_mid_run_resumes_on_the_others_with_one_value_per_step(nodes, s3_env, mlflow_server,
+                                                                           digits_shards):
+    spare = start_ray_node(nodes["head"], nodes["base"] / "node_c", 1, {"node_c": 1}, env=nodes["env"])
+    nodes["by_name"]["node_c"] = spare
+    shards = f"s3://{BUCKET}/multinode/digits-loss"
+    copy_shards(str(digits_shards), shards)
+    job = _SubmittedRun(nodes, mlflow_server, s3_env, "lost", "--shards", shards, "--num-workers", "2", "--epochs",
+                        "4", "--steps-per-epoch", "25", "--quality-every", "1")
+    try:
+        job.wait_for_first_checkpoint()
+        time.sleep(3)  # into the next epoch, past some of its logged windows
+        lost = job.node_of_rank(1)
+        nodes_before = job.run().data.tags["cluster.nodes"]
+        nodes["by_name"][lost].stop()  # raylet and workers, as a lost machine would go
+        job.assert_it_succeeds()
     finally:
+        job.stop()
         spare.stop()
+    final = job.run()
+    assert final.info.status == "FINISHED" and final.data.tags["restarts"] == "1"
+    assert job.values("fault/restarts") == [1.0]
+    job.assert_one_value_per_step(("loss/D", "quality/fid_domain", "epoch"), range(5, 101, 5), range(25, 101, 25))
+    assert sorted(job.steps("quality/fid_domain")) == [25, 50, 75, 100]  # none missing: one measurement per epoch
+    placement_before = dict(p.split("=") for p in nodes_before.split(","))
+    nodes_after = set(dict(p.split("=") for p in final.data.tags["cluster.nodes"].split(",")).values())
+    assert placement_before["1"] not in nodes_after and len(nodes_after) == 2
 
 
 def test_an_elastic_run_shrinks_when_a_node_is_lost_and_grows_back_when_one_joins(nodes, s3_env, mlflow_server,
                                                                                  digits_shards):
-    import time
-
     head = nodes["head"]
     # Two live worker nodes to start on, whatever the tests before this one stopped.
     while len([n for n in live_nodes(head).values() if any(k.startswith("node_") for k in n)]) < 2:
@@ -150,70 +188,30 @@ def test_an_elastic_run_shrinks_when_a_node_is_lost_and_grows_back_when_one_join
         nodes["by_name"][name] = start_ray_node(head, nodes["base"] / name, 1, {name: 1}, env=nodes["env"])
     shards = f"s3://{BUCKET}/multinode/digits-elastic"
     copy_shards(str(digits_shards), shards)
-    job_id = f"elastic-{uuid.uuid4().hex[:6]}"
     # Ray's first restart after a loss still counts the lost node (its view of the cluster is refreshed every 20 s)
     # and waits out a worker-group start timeout before starting on fewer ranks: 25 s here instead of 60.
-    env = {"env_vars": {**s3_env.env, "MLFLOW_TRACKING_URI": mlflow_server.url,
-                        "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "25"}}
-    ray_env = {**clean_env(), **head.env}
-    submitted = subprocess.run(
-        [RAY, "job", "submit", "--address", head.url, "--submission-id", job_id, "--working-dir", str(REPO),
-         "--runtime-env-json", json.dumps(env), "--no-wait", "--", "python", "-m", "jobs.train", "--shards", shards,
-         "--storage-path", f"s3://{BUCKET}/multinode/ray", "--run-name", "elastic", "--experiment", "multinode-elastic",
-         "--num-workers", "2", "--min-workers", "1", "--elastic-resize-seconds", "5", "--epochs", "70",
-         "--steps-per-epoch", "20", "--batch-size", "16", "--g-features", "8", "--d-features", "8", "--latent-dim",
-         "16", "--log-every", "5", "--quality-every", "10", "--quality-samples", "100", "--max-failures", "2"],
-        env=ray_env, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert submitted.returncode == 0, submitted.stderr[-2000:]
-    client = MlflowClient(mlflow_server.url)
-
-    def run():
-        experiment = client.get_experiment_by_name("multinode-elastic")
-        runs = client.search_runs([experiment.experiment_id]) if experiment else []
-        return runs[0] if runs else None
-
-    def world_sizes() -> list[float]:
-        history = client.get_metric_history(run().info.run_id, "cluster/world_size") if run() else []
-        return [m.value for m in sorted(history, key=lambda m: m.step)]
-
-    def wait_for(condition, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline and not condition():
-            time.sleep(1)
-
+    job = _SubmittedRun(nodes, mlflow_server, s3_env, "elastic", "--shards", shards, "--num-workers", "2",
+                        "--min-workers", "1", "--elastic-resize-seconds", "5", "--epochs", "70", "--steps-per-epoch",
+                        "20", "--quality-every", "10", env_vars={"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "25"})
     joined = None
     try:
-        wait_for(lambda: run() is not None and "checkpoint.latest" in run().data.tags, 300)
-        placement = dict(pair.split("=") for pair in run().data.tags["cluster.nodes"].split(","))
-        victim = next(name for name in live_nodes(head)[placement["1"]] if name.startswith("node_"))
-        nodes["by_name"][victim].stop()  # no spare node: the run must go on with one rank
-        wait_for(lambda: 1.0 in world_sizes(), 300)
-        assert 1.0 in world_sizes(), world_sizes()
+        job.wait_for_first_checkpoint()
+        nodes["by_name"][job.node_of_rank(1)].stop()  # no spare node: the run must go on with one rank
+        _wait_until(lambda: 1.0 in job.values("cluster/world_size"), 300)
+        assert 1.0 in job.values("cluster/world_size"), job.values("cluster/world_size")
         joined = start_ray_node(head, nodes["base"] / "node_back", 1, {"node_back": 1}, env=nodes["env"])
-        status = ""
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline and not any(s in status for s in ("SUCCEEDED", "FAILED", "STOPPED")):
-            time.sleep(2)
-            status = subprocess.run([RAY, "job", "status", "--address", head.url, job_id], env=ray_env, cwd=REPO,
-                                    capture_output=True, text=True, timeout=60).stdout.upper()
-        logs = subprocess.run([RAY, "job", "logs", "--address", head.url, job_id], env=ray_env, cwd=REPO,
-                              capture_output=True, text=True, timeout=60).stdout
-        assert "SUCCEEDED" in status, logs[-4000:]
+        job.assert_it_succeeds()
     finally:
-        subprocess.run([RAY, "job", "stop", "--address", head.url, job_id], env=ray_env, cwd=REPO,
-                       capture_output=True, timeout=60)
+        job.stop()
         if joined is not None:
             joined.stop()
-    final, sizes = run(), world_sizes()
+    final, sizes = job.run(), job.values("cluster/world_size")
     shrunk, grown = sizes.index(1.0), len(sizes) - sizes[::-1].index(1.0)
     assert sizes[0] == 2.0 and grown < len(sizes) and set(sizes[grown:]) == {2.0}, sizes  # 2, then 1, then 2 again
     assert shrunk > 0 and final.info.status == "FINISHED"
-    assert [m.value for m in client.get_metric_history(final.info.run_id, "fault/restarts")] == [1.0]  # growth is no fault
+    assert job.values("fault/restarts") == [1.0]  # the loss; growing back is no fault
     assert "-> 2 ranks" in final.data.tags["cluster.grew_at"]
-    for key in ("loss/D", "quality/fid_domain", "epoch", "cluster/world_size"):
-        steps = [m.step for m in client.get_metric_history(final.info.run_id, key)]
-        assert len(steps) == len(set(steps)), (key, sorted(steps))  # none logged twice
     # The schedule is the full group's at every size: every window and every epoch end, none missing.
-    assert sorted(m.step for m in client.get_metric_history(final.info.run_id, "loss/D")) == list(range(5, 1401, 5))
-    assert sorted(m.step for m in client.get_metric_history(final.info.run_id, "epoch")) == list(range(20, 1401, 20))
+    job.assert_one_value_per_step(("loss/D", "quality/fid_domain", "epoch", "cluster/world_size"),
+                                  range(5, 1401, 5), range(20, 1401, 20))
     assert final.data.metrics["kimg"] == pytest.approx(1400 * 32 / 1000)
