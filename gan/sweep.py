@@ -24,7 +24,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTra
 from gan import storage
 from gan.checkpoint import META_FILE
 from gan.config import SweepConfig, TrainConfig, from_dict, to_dict
-from gan.search_axes import LR_D_RATIO, Distribution
+from gan.search_axes import LR_D_RATIO, TRIAL_SETTINGS, Distribution
 from gan.tracking import open_run, set_run_status
 from gan.worker import build_trainer
 
@@ -36,7 +36,7 @@ TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
 
 def searched_extras(params: dict[str, Any]) -> dict[str, Any]:
     """A trial's --search settings: its parameters that name training fields, besides lr and latent size."""
-    return {key: value for key, value in params.items() if key in TRAIN_FIELDS and key not in ("lr", "latent_dim")}
+    return {key: value for key, value in params.items() if key in TRAIN_FIELDS and key not in TRIAL_SETTINGS}
 
 
 def trial_name(params: dict[str, Any]) -> str:
@@ -53,7 +53,7 @@ def search_space(config: SweepConfig) -> dict[str, Any]:
     space: dict[str, Any] = {"lr": config.lr, "latent_dim": config.latent_dim, LR_D_RATIO: 1.0}
     for name, axis in config.search_axes().items():
         if isinstance(axis, Distribution):
-            space[name] = (tune.loguniform if axis.kind == "loguniform" else tune.uniform)(axis.low, axis.high)
+            space[name] = _tune_distribution(axis)
         elif len(axis) == 1:
             space[name] = axis[0]
         else:
@@ -61,12 +61,16 @@ def search_space(config: SweepConfig) -> dict[str, Any]:
     return space
 
 
+def _tune_distribution(axis: Distribution) -> Any:
+    return (tune.loguniform if axis.kind == "loguniform" else tune.uniform)(axis.low, axis.high)
+
+
 def pbt_mutations(config: SweepConfig) -> dict[str, Any]:
     """What PBT may perturb: the learning rates (SweepConfig.check makes sure lr is an axis). Not the latent size:
     it fixes the weights' shapes, so a clone keeps its leader's along with the weights."""
     axes = config.search_axes()
     lr = axes["lr"]
-    mutations: dict[str, Any] = {"lr": tune.loguniform(lr.low, lr.high) if isinstance(lr, Distribution) else lr}
+    mutations: dict[str, Any] = {"lr": _tune_distribution(lr) if isinstance(lr, Distribution) else lr}
     ratios = axes.get(LR_D_RATIO)
     if isinstance(ratios, list) and len(ratios) > 1:
         mutations[LR_D_RATIO] = ratios

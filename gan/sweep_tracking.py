@@ -9,7 +9,7 @@ from typing import Any
 
 from gan import registry
 from gan.config import SweepConfig, to_dict
-from gan.search_axes import LR_D_RATIO, Distribution
+from gan.search_axes import LR_D_RATIO, TRIAL_SETTINGS, Distribution
 from gan.sweep_report import write_plot, write_table
 from gan.tracking import open_run, set_run_status
 
@@ -41,7 +41,7 @@ def record_outcome(config: SweepConfig, parent: str, rows: list[dict[str, Any]],
     client = MlflowClient(config.tracking_uri)
     experiment_id = client.get_run(parent).info.experiment_id
     outcome = {"completed": "FINISHED", "stopped early": "KILLED"}
-    searched = tuple(name for name in config.search_axes() if name not in ("lr", "latent_dim", LR_D_RATIO))
+    searched = tuple(name for name in config.search_axes() if name not in TRIAL_SETTINGS)
     for row in rows:
         children = client.search_runs([experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}' and "
                                                                       f"tags.`tune.trial_id` = '{row['trial_id']}'")
@@ -55,7 +55,7 @@ def record_outcome(config: SweepConfig, parent: str, rows: list[dict[str, Any]],
         client.log_artifact(parent, str(write_table(rows, Path(tmp) / "summary.csv")))
         client.log_artifact(parent, str(write_plot(rows, Path(tmp) / "summary.png", searched)))
     if best:
-        for key in ("lr", "latent_dim", LR_D_RATIO, *searched, "trial_id", "run_id", "model_uri"):
+        for key in (*TRIAL_SETTINGS, *searched, "trial_id", "run_id", "model_uri"):
             client.set_tag(parent, f"best.{key}", str(best[key]))
         client.log_metric(parent, "best/fid_domain", best["best_fid_domain"])
     set_run_status(config.tracking_uri, parent, "FINISHED", "completed")

@@ -259,6 +259,9 @@ def test_pbt_perturbs_learning_rates_but_never_the_latent_size():
     assert set(random_search) == {"lr", "lr_d_ratio"} and random_search["lr_d_ratio"] == [1.0, 4.0]
     samples = [random_search["lr"].sample() for _ in range(200)]
     assert 1e-5 <= min(samples) and max(samples) <= 1e-3
+    assert type(random_search["lr"].get_sampler()).__name__ == "_LogUniform"
+    uniform = pbt_mutations(parse(SweepConfig, ["--search", "lr=uniform(1e-4,1e-3)"]))["lr"]
+    assert type(uniform.get_sampler()).__name__ == "_Uniform"  # resampled as the search drew it
     grid = pbt_mutations(parse(SweepConfig, ["--grid", "--search", "lr=1e-4,2e-4 latent_dim=32,64"]))
     assert grid == {"lr": [1e-4, 2e-4]}  # one shared rate: no ratio to perturb; latent size fixes the weights
 
