@@ -24,11 +24,11 @@ import torch.utils.flop_counter
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loader import samples_per_second  # noqa: E402
 
-from gan.models import ModelShape  # noqa: E402
-from gan.shard_writer import write_shards  # noqa: E402
-from gan.sources import load_digits  # noqa: E402
-from gan.state import TrainState  # noqa: E402
-from gan.step import train_step  # noqa: E402
+from gan.shards.sources import load_digits  # noqa: E402
+from gan.shards.writer import write_shards  # noqa: E402
+from gan.training.models import ModelShape  # noqa: E402
+from gan.training.state import TrainState  # noqa: E402
+from gan.training.step import train_step  # noqa: E402
 
 
 def step_rate(resolution: int, channels: int, batch: int, bf16: bool, compiled: bool, steps: int,

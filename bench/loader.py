@@ -20,14 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from gan import storage
-from gan.data import plan_epoch, rank_batches, rank_samples
-from gan.loader_processes import process_batches
-from gan.local_services import start_seaweedfs
-from gan.manifest import read_manifest
-from gan.shard_reader import DataHealth, ReadPolicy
-from gan.shard_writer import copy_shards, write_shards
-from gan.sources import ImageSet, load_digits
+from gan.shards import storage
+from gan.shards.batches import plan_epoch, rank_batches, rank_samples
+from gan.shards.loader_processes import process_batches
+from gan.shards.manifest import read_manifest
+from gan.shards.reader import DataHealth, ReadPolicy
+from gan.shards.sources import ImageSet, load_digits
+from gan.shards.writer import copy_shards, write_shards
+from tests.services import start_seaweedfs
 
 
 def samples_per_second(root: str, passes: int) -> float:

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
-from gan.local_services import start_ray_head, start_ray_node
-from gan.shard_writer import write_shards
-from gan.sources import load_digits
+from gan.shards.sources import load_digits
+from gan.shards.writer import write_shards
+from tests.services import start_ray_head, start_ray_node
 
 REPO = Path(__file__).resolve().parents[1]
 

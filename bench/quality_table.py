@@ -22,11 +22,11 @@ from pathlib import Path
 from mlflow import MlflowClient
 from PIL import Image
 
-from gan.registry import LOGGED_MODEL_NAME
-from gan.sampling import load, noise
 from gan.config import TrainConfig, parse
-from gan.images import image_grid
-from gan.training_run import prepare, run
+from gan.run.launch import prepare, run
+from gan.tracking.registry import LOGGED_MODEL_NAME
+from gan.tracking.sampling import load, noise
+from gan.training.images import image_grid
 
 AUGMENT = ["--diffaugment", "translation,cutout"]  # explicit, so a rerun means the same whatever the default
 SETTINGS = {  # name -> (what it is, flags)

@@ -20,9 +20,9 @@ import numpy as np
 import ray
 from PIL import Image
 
-from gan.parallel_shards import build_from_folder
-from gan.shard_writer import write_shards
-from gan.sources import load_digits, load_folder
+from gan.shards.parallel import build_from_folder
+from gan.shards.sources import load_digits, load_folder
+from gan.shards.writer import write_shards
 
 
 def make_folder(root: Path, count: int) -> None:

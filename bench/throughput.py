@@ -33,17 +33,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loader import samples_per_second  # noqa: E402  (bench/loader.py beside this file)
 
-from gan import storage  # noqa: E402
-from gan.augment import parse_policy  # noqa: E402
 from gan.config import TrainConfig, parse  # noqa: E402
-from gan.local_services import start_seaweedfs  # noqa: E402
-from gan.models import ModelShape  # noqa: E402
-from gan.shard_writer import copy_shards, write_shards  # noqa: E402
-from gan.sources import load_digits  # noqa: E402
-from gan.state import TrainState  # noqa: E402
-from gan.step import train_step  # noqa: E402
-from gan.training_run import prepare, run  # noqa: E402
-
+from gan.run.launch import prepare, run  # noqa: E402
+from gan.shards import storage  # noqa: E402
+from gan.shards.sources import load_digits  # noqa: E402
+from gan.shards.writer import copy_shards, write_shards  # noqa: E402
+from gan.training.augment import parse_policy  # noqa: E402
+from gan.training.models import ModelShape  # noqa: E402
+from gan.training.state import TrainState  # noqa: E402
+from gan.training.step import train_step  # noqa: E402
+from tests.services import start_seaweedfs  # noqa: E402
 
 GLOBAL_BATCH = 64  # images per step on both sides, split over the workers (the job's default 2 x 32)
 

@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from gan.config_fields import ConfigError, from_dict, option, parse, to_dict, validate  # noqa: F401 - jobs read these here
-from gan.image_codec import IMAGE_FORMATS
 from gan.search_axes import DEFAULT_SEARCH, Distribution, parse_search
-
+from gan.shards.image_codec import IMAGE_FORMATS
 
 # The default run's length: two MNIST epochs, which take 2 CPU cores about 5 minutes at the default width.
 DEFAULT_KIMG = 120.0
@@ -50,7 +49,7 @@ class TrainConfig:
                                                "backoff) before the run fails naming the endpoint.", min=0.0,
                                          max=3600.0)
     s3_endpoint_url: str = option("", "S3 endpoint for shards and checkpoints ('' = AWS_ENDPOINT_URL or AWS's own).")
-    # schedule, counted in images (gan/schedule.py); a run ends at whichever bound comes first
+    # schedule, counted in images (gan/training/schedule.py); a run ends at whichever bound comes first
     kimg: float = option(0.0, f"Training length in thousands of images (0 = bounded by --epochs only; with neither "
                               f"given, {DEFAULT_KIMG:g}).", min=0.0, max=1e7)
     epochs: int = option(0, "Data epochs to train (0 = bounded by --kimg only); a resumed run continues up to this "
@@ -72,7 +71,7 @@ class TrainConfig:
                               "two time-scale update rule (TTUR, Heusel et al. 2017), e.g. --lr 1e-4 --lr-d 4e-4.",
                          min=0.0, max=1.0)
     beta1: float = option(0.5, "Adam beta1 (0.5 per the DCGAN paper).", min=0.0, lt=1.0)
-    # stabilisers since DCGAN (gan/ema.py, gan/augment.py)
+    # stabilisers since DCGAN (gan/training/ema.py, gan/training/augment.py)
     ema_half_life_kimg: float = option(10.0, "Half-life in thousands of images of the generator's weight EMA "
                                              "(StyleGAN2-ADA); the EMA generator makes the grids, the metrics and "
                                              "the saved model. 0 = off.", min=0.0)
@@ -83,7 +82,7 @@ class TrainConfig:
     diffaugment: str = option("", "DiffAugment policy (Zhao et al. 2020), applied to real and fake images before "
                                   "every D call: a comma-separated subset of translation, cutout, color, or auto = "
                                   "translation,cutout (+color for RGB shards); '' = off.")
-    # quality metric (gan/quality.py)
+    # quality metric (gan/metrics/quality.py)
     quality_every: int = option(5, "Reports (ticks or epoch ends) between quality metrics (FID/KID/precision/recall "
                                    "in the domain classifier's features), also at the first and last; 0 = off.",
                                 min=0)
@@ -116,7 +115,7 @@ class TrainConfig:
     log_every: int = option(10, "Steps between metric logs (losses are reduced over this window).", min=1)
     keep_checkpoints: int = option(2, "Checkpoints kept in storage: the ones with the lowest fid_domain measured "
                                       "at their report, and always the newest.", min=1)
-    # the generator as an MLflow Model (gan/registry.py)
+    # the generator as an MLflow Model (gan/tracking/registry.py)
     keep_models: int = option(3, "Generators kept as MLflow logged models per run (one is logged per quality "
                                  "measurement): the newest and the ones with the lowest fid_domain.", min=2)
     register: bool = option(True, "Register the run's best generator in the MLflow Model Registry; --no-register "
@@ -127,7 +126,7 @@ class TrainConfig:
 
     def check(self) -> None:
         """Checks across fields (validate() runs it after the per-field ranges)."""
-        from gan.augment import parse_policy
+        from gan.training.augment import parse_policy
 
         parse_policy(self.diffaugment)
         if self.min_workers > self.num_workers:

@@ -1,6 +1,6 @@
 """The sweep's --search grammar: space-separated FIELD=SPEC axes, SPEC a value list (V1,V2,...) or a distribution
 (loguniform(LOW,HIGH), uniform(LOW,HIGH)); every value and both ends of every range checked as the field's own flag
-would check it. gan/sweep.py turns the axes into Tune's param space."""
+would check it. gan/sweep/tune.py turns the axes into Tune's param space."""
 from __future__ import annotations
 
 import dataclasses

@@ -12,11 +12,11 @@ from __future__ import annotations
 import sys
 
 from gan.config import ConfigError, ShardConfig, parse
-from gan.manifest import ManifestError
-from gan.mnist import DatasetUnavailable
-from gan.shard_writer import copy_shards, write_shards
-from gan.sources import load_dataset, load_folder, stratified_subset
-from gan.storage import StorageError
+from gan.shards.manifest import ManifestError
+from gan.shards.mnist import DatasetUnavailable
+from gan.shards.sources import load_dataset, load_folder, stratified_subset
+from gan.shards.storage import StorageError
+from gan.shards.writer import copy_shards, write_shards
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,9 +26,9 @@ def main(argv: list[str] | None = None) -> int:
         if config.upload_from:
             manifest = copy_shards(config.upload_from, out)
         elif config.tasks:
-            from gan import storage
-            from gan.parallel_shards import build_from_folder
-            from gan.ray_session import start_or_join
+            from gan.run.ray_session import start_or_join
+            from gan.shards import storage
+            from gan.shards.parallel import build_from_folder
 
             start_or_join()
             manifest, unreadable, nodes = build_from_folder(

@@ -9,14 +9,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from gan import storage
 from gan.config import ConfigError, SampleConfig, parse, resolve_tracking_uri
+from gan.shards import storage
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         config = parse(SampleConfig, argv)
-        from gan.sampling import load, sample_picture
+        from gan.tracking.sampling import load, sample_picture
 
         storage.configure(config.s3_endpoint_url)
         sampler = load(config.model, resolve_tracking_uri(config.tracking_uri))

@@ -1,5 +1,5 @@
 """Entry point: a Ray Tune sweep over learning rate and latent size, one parent MLflow run with a child per trial
-(gan/sweep.py runs the trials, gan/sweep_tracking.py keeps the parent run).
+(gan/sweep/tune.py runs the trials, gan/sweep/tracking.py keeps the parent run).
 
     python -m jobs.sweep --shards data/digits --num-samples 8 --epochs 10
     python -m jobs.sweep --run-name my-sweep --resume          # continue an interrupted sweep
@@ -9,10 +9,11 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from gan import registry, storage
 from gan.config import ConfigError, SweepConfig, TrainConfig, parse
-from gan.manifest import ManifestError
-from gan.training_run import prepare
+from gan.run.launch import prepare
+from gan.shards import storage
+from gan.shards.manifest import ManifestError
+from gan.tracking import registry
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,10 +24,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sweep: {error}", file=sys.stderr)
         return 2
 
-    from gan.ray_session import start_or_join
-    from gan.sweep import build_tuner, restore_tuner, summarise
-    from gan.sweep_report import best_trial
-    from gan.sweep_tracking import open_parent_run, record_outcome
+    from gan.run.ray_session import start_or_join
+    from gan.sweep.report import best_trial
+    from gan.sweep.tracking import open_parent_run, record_outcome
+    from gan.sweep.tune import build_tuner, restore_tuner, summarise
 
     start_or_join()
     train = TrainConfig(**{f.name: getattr(config, f.name) for f in dataclasses.fields(TrainConfig)})

@@ -1,4 +1,4 @@
-"""Entry point: parse the config, check it against its inputs, run the TorchTrainer (gan/training_run.py).
+"""Entry point: parse the config, check it against its inputs, run the TorchTrainer (gan/run/launch.py).
 
     python -m jobs.train                                         # data/mnist, 120 kimg (about 5 minutes on 2 cores)
     python -m jobs.train --shards data/digits --epochs 40        # the digits, bounded in epochs
@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import sys
 
-from gan import storage
 from gan.config import ConfigError, TrainConfig, parse
-from gan.manifest import ManifestError
-from gan.shard_reader import DataError
-from gan.training_run import RunFailed, prepare, run
+from gan.run.launch import RunFailed, prepare, run
+from gan.shards import storage
+from gan.shards.manifest import ManifestError
+from gan.shards.reader import DataError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ManifestError, DataError, storage.StorageError, ValueError) as error:
         print(f"train: {error}", file=sys.stderr)
         return 2
-    from gan.worker import error_line
+    from gan.run.worker import error_line
 
     try:
         result = run(config, facts)

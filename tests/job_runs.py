@@ -10,10 +10,10 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
-from gan.checkpoint import META_FILE
-from gan.data import plan_epoch
-from gan.manifest import read_manifest
-from tests.conftest import clean_env
+from gan.shards.batches import plan_epoch
+from gan.shards.manifest import read_manifest
+from gan.training.checkpoint import META_FILE
+from tests.helpers import clean_env
 
 # Full-width models (about 5 s per epoch here), so a fault can land in the middle of an epoch.
 EPOCH_FLAGS = ["--batch-size", "16", "--quality-every", "0", "--log-every", "5", "--num-workers", "2",

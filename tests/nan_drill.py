@@ -15,10 +15,10 @@ def install() -> None:
     rate = os.environ.get("NAN_DRILL_LR")
     if not rate:
         return
-    import gan.worker
-    from gan.step import STEP_STATS
+    import gan.run.worker
+    from gan.training.step import STEP_STATS
 
-    real_step = gan.worker.train_step
+    real_step = gan.run.worker.train_step
 
     def drilled_step(state, images, bf16=False):
         stats = real_step(state, images, bf16=bf16)
@@ -27,4 +27,4 @@ def install() -> None:
             stats[STEP_STATS.index("loss/G")] = float("nan")
         return stats
 
-    gan.worker.train_step = drilled_step
+    gan.run.worker.train_step = drilled_step

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from gan.sources import load_digits
+from gan.shards.sources import load_digits
 
 
 def write_photo_folder(folder: Path, count: int = 600) -> Path:

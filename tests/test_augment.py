@@ -2,11 +2,11 @@
 import pytest
 import torch
 
-from gan.augment import apply, cutout_mask, diffaugment, parse_policy, sample_params, translate
 from gan.config import ConfigError
-from gan.models import ModelShape
-from gan.state import TrainState
-from gan.step import train_step
+from gan.training.augment import apply, cutout_mask, diffaugment, parse_policy, sample_params, translate
+from gan.training.models import ModelShape
+from gan.training.state import TrainState
+from gan.training.step import train_step
 
 
 def test_translation_moves_each_image_by_its_own_shift():

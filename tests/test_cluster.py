@@ -11,9 +11,9 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from gan.local_services import start_ray_head
-from gan.registry import model_metric
-from tests.conftest import REPO, clean_env, logged_models, metric_values, new_lows
+from gan.tracking.registry import model_metric
+from tests.helpers import REPO, clean_env, logged_models, metric_values, new_lows
+from tests.services import start_ray_head
 
 RAY = str(Path(sys.executable).with_name("ray"))
 

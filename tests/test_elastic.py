@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from gan.config import ConfigError, TrainConfig, validate
-from gan.data import joined_batches, plan_epoch, planned_ranks_of, rank_batches, share_weight
-from gan.manifest import read_manifest
+from gan.shards.batches import joined_batches, plan_epoch, planned_ranks_of, rank_batches, share_weight
+from gan.shards.manifest import read_manifest
 
 
 @pytest.mark.parametrize("planned", [1, 2, 3, 4, 7])
@@ -22,7 +22,7 @@ def test_two_ranks_standing_in_for_three_train_on_the_same_batches(digits_shards
     manifest = read_manifest(str(digits_shards))
     plan = plan_epoch(manifest.shards("train"), world_size=3, batch_size=16, epoch=2, seed=0, max_steps=6)
 
-    def share(planned_rank):  # as gan/worker.py reads a planned rank: its own seed, whatever rank reads it
+    def share(planned_rank):  # as gan/run/worker.py reads a planned rank: its own seed, whatever rank reads it
         return rank_batches(str(digits_shards), plan, planned_rank, manifest.image_spec, 50, seed=planned_rank)
 
     full_group = [list(share(r)) for r in range(3)]

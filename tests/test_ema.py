@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from gan.checkpoint import load_checkpoint, load_generator, save_checkpoint
-from gan.ema import GeneratorEMA
-from gan.models import ModelShape
-from gan.state import TrainState
+from gan.training.checkpoint import load_checkpoint, load_generator, save_checkpoint
+from gan.training.ema import GeneratorEMA
+from gan.training.models import ModelShape
+from gan.training.state import TrainState
 
 SHAPE = ModelShape(32, 1, latent_dim=8, g_features=4, d_features=4)
 

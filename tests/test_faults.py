@@ -17,18 +17,26 @@ import numpy as np
 import psutil
 import pytest
 
-from gan.checkpoint import META_FILE, STATE_FILE, load_checkpoint
-from gan.data import rank_samples
-from gan.image_codec import ImageSpec, encode_image
-from gan.manifest import Manifest, ShardInfo, read_manifest, write_manifest
-from gan.models import ModelShape
-from gan.shard_reader import DataError, DataHealth, ReadPolicy
-from gan.shard_writer import split_indices, tar_bytes
-from gan.sources import load_digits
-from gan.state import TrainState
-from tests.conftest import clean_env
-from tests.job_runs import (complete_checkpoints, expected_steps, finish, start_training, steps_of, the_run,
-                             train_command, wait_for_checkpoint)
+from gan.shards.batches import rank_samples
+from gan.shards.image_codec import ImageSpec, encode_image
+from gan.shards.manifest import Manifest, ShardInfo, read_manifest, write_manifest
+from gan.shards.reader import DataError, DataHealth, ReadPolicy
+from gan.shards.sources import load_digits
+from gan.shards.writer import split_indices, tar_bytes
+from gan.training.checkpoint import META_FILE, STATE_FILE, load_checkpoint
+from gan.training.models import ModelShape
+from gan.training.state import TrainState
+from tests.helpers import clean_env
+from tests.job_runs import (
+    complete_checkpoints,
+    expected_steps,
+    finish,
+    start_training,
+    steps_of,
+    the_run,
+    train_command,
+    wait_for_checkpoint,
+)
 
 UNEVEN_SIZES = [7, 260, 33, 150, 91, 400, 12, 300, 200, 164]  # 1,617 training digits in very unequal shards
 BAD_SHARD = 3  # holds one image of each bad kind below, among 145 good ones
@@ -171,8 +179,8 @@ def test_resume_skips_a_checkpoint_left_half_written_by_a_crash(killed_run, unev
 def test_a_process_killed_while_writing_a_checkpoint_leaves_one_that_load_refuses(tmp_path):
     target = tmp_path / "checkpoint"
     writer = subprocess.Popen([sys.executable, "-c", (
-        "import sys; from gan.checkpoint import save_checkpoint; from gan.models import ModelShape; "
-        "from gan.state import TrainState; state = TrainState.create(ModelShape(64, 3, 100, 256, 256), 2e-4, 0.5, 0); "
+        "import sys; from gan.training.checkpoint import save_checkpoint; from gan.training.models import ModelShape; "
+        "from gan.training.state import TrainState; state = TrainState.create(ModelShape(64, 3, 100, 256, 256), 2e-4, 0.5, 0); "
         "save_checkpoint(state, sys.argv[1], {})"), str(target)])  # about 400 MB of weights and Adam state
     try:
         deadline = time.monotonic() + 120
@@ -203,7 +211,7 @@ def test_a_checkpoint_with_pickled_code_is_refused_without_running_it(tmp_path):
 def test_an_error_without_a_path_says_where_it_was_raised_and_if_the_working_directory_is_gone(tmp_path):
     import os
 
-    from gan.worker import error_line
+    from gan.run.worker import error_line
 
     def read_settings():
         raise FileNotFoundError(2, "No such file or directory")  # as os.getcwd() raises it: no filename

@@ -3,12 +3,12 @@ sample from the rank's own shards, bad data counted across processes, and strict
 import numpy as np
 import pytest
 
-from gan.data import plan_epoch, rank_batches
-from gan.loader_processes import process_batches
-from gan.manifest import read_manifest
-from gan.shard_reader import DataError, DataHealth, ReadPolicy
-from gan.shard_writer import write_shards
-from gan.sources import ImageSet
+from gan.shards.batches import plan_epoch, rank_batches
+from gan.shards.loader_processes import process_batches
+from gan.shards.manifest import read_manifest
+from gan.shards.reader import DataError, DataHealth, ReadPolicy
+from gan.shards.sources import ImageSet
+from gan.shards.writer import write_shards
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_a_strict_run_fails_with_the_loader_process_s_error_naming_the_sample(ra
 
 
 def test_quotas_add_up_to_the_plan_trimming_the_largest_and_topping_up_from_the_largest_leftovers():
-    from gan.loader_processes import batch_quotas
+    from gan.shards.loader_processes import batch_quotas
 
     assert batch_quotas([200, 200, 100], 50, 10) == [4, 4, 2]  # the shares fill the plan exactly
     assert batch_quotas([300, 200], 50, 7) == [3, 4]  # this rank holds more than the smallest rank: trimmed

@@ -10,9 +10,20 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import REPO, clean_env
-from tests.mlflow_ui import (CHROMIUM, browser_page, chart_card, image_size, open_artifact, open_model_metrics,
-                             open_runs_table, plotted_line_count, sample_grid, slide_to_last_step, table_rows)
+from tests.helpers import REPO, clean_env
+from tests.mlflow_ui import (
+    CHROMIUM,
+    browser_page,
+    chart_card,
+    image_size,
+    open_artifact,
+    open_model_metrics,
+    open_runs_table,
+    plotted_line_count,
+    sample_grid,
+    slide_to_last_step,
+    table_rows,
+)
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not Path(CHROMIUM).exists(),
@@ -24,7 +35,7 @@ SHOTS = Path(os.environ.get("UI_SCREENSHOTS", REPO / "test-artifacts" / "mlflow-
 @pytest.fixture(scope="module")
 def ui(swept, digits_shards):
     """The sweep's store plus one tiny training run, served by a real `mlflow server` on a free loopback port."""
-    from gan.local_services import start_mlflow_server
+    from tests.services import start_mlflow_server
 
     tracking = f"sqlite:///{swept / 'mlruns.db'}"
     train = subprocess.run(

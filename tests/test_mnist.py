@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from gan import mnist
-from gan.sources import ImageSet, stratified_subset
+from gan.shards import mnist
+from gan.shards.sources import ImageSet, stratified_subset
 
 
 def test_csv_rows_become_images_and_labels():

@@ -12,12 +12,12 @@ import pytest
 from mlflow import MlflowClient
 from PIL import Image
 
-from gan.local_services import Server, _http_ok, free_port
-from gan.registry import CHAMPION, model_metric
-from gan.shard_writer import write_shards
-from gan.sources import load_digits
+from gan.shards.sources import load_digits
+from gan.shards.writer import write_shards
+from gan.tracking.registry import CHAMPION, model_metric
 from jobs import train
-from tests.conftest import REPO, clean_env, logged_models, metric_values
+from tests.helpers import REPO, clean_env, logged_models, metric_values
+from tests.services import Server, _http_ok, free_port
 
 pytestmark = pytest.mark.slow
 

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from gan.models import Discriminator, Generator, ModelShape, build_models
-from gan.state import TrainState
-from gan.step import STEP_STATS, train_step
+from gan.training.models import Discriminator, Generator, ModelShape, build_models
+from gan.training.state import TrainState
+from gan.training.step import STEP_STATS, train_step
 
 
 @pytest.mark.parametrize("resolution", [32, 64])

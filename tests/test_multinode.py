@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from gan import storage
-from gan.local_services import live_nodes, start_ray_head, start_ray_node
-from gan.manifest import read_manifest
-from gan.shard_writer import copy_shards, write_shards
-from gan.sources import load_folder
-from tests.conftest import BUCKET, REPO, clean_env
+from gan.shards import storage
+from gan.shards.manifest import read_manifest
+from gan.shards.sources import load_folder
+from gan.shards.writer import copy_shards, write_shards
+from tests.helpers import BUCKET, REPO, clean_env
 from tests.photos import write_photo_folder
+from tests.services import live_nodes, start_ray_head, start_ray_node
 
 pytestmark = pytest.mark.slow
 RAY = str(Path(sys.executable).with_name("ray"))

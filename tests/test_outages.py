@@ -10,13 +10,21 @@ import time
 import pytest
 import torch
 
-from gan.checkpoint import STATE_FILE
-from gan.data import plan_epoch
-from gan.local_services import free_port, start_mlflow_server, start_seaweedfs
-from gan.manifest import read_manifest
-from tests.conftest import BUCKET, S3_ACCESS_KEY, S3_SECRET_KEY, clean_env
-from tests.job_runs import (complete_checkpoints, expected_steps, finish, start_training, steps_of, the_run,
-                             train_command, wait_for_checkpoint)
+from gan.shards.batches import plan_epoch
+from gan.shards.manifest import read_manifest
+from gan.training.checkpoint import STATE_FILE
+from tests.helpers import BUCKET, S3_ACCESS_KEY, S3_SECRET_KEY, clean_env
+from tests.job_runs import (
+    complete_checkpoints,
+    expected_steps,
+    finish,
+    start_training,
+    steps_of,
+    the_run,
+    train_command,
+    wait_for_checkpoint,
+)
+from tests.services import free_port, start_mlflow_server, start_seaweedfs
 
 SHARDS = f"s3://{BUCKET}/digits"
 

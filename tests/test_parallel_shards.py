@@ -4,11 +4,11 @@ import sys
 
 import pytest
 
-from gan import storage
-from gan.manifest import read_manifest
-from gan.shard_writer import write_shards
-from gan.sources import load_folder
-from tests.conftest import REPO, clean_env
+from gan.shards import storage
+from gan.shards.manifest import read_manifest
+from gan.shards.sources import load_folder
+from gan.shards.writer import write_shards
+from tests.helpers import REPO, clean_env
 from tests.photos import write_photo_folder
 
 pytestmark = pytest.mark.slow

@@ -2,14 +2,22 @@
 import pytest
 import torch
 
-from gan.classifier import ensure_reference, load_split
-from gan.data import normalise, plan_epoch, rank_batches
-from gan.manifest import read_manifest
-from gan.models import ModelShape
-from gan.quality import (evaluate_generator, floor, frechet_distance, kernel_inception_distance, memorised_share,
-                         precision_recall, quality_of_features, quality_of_images)
-from gan.state import TrainState
-from gan.step import train_step
+from gan.metrics.classifier import ensure_reference, load_split
+from gan.metrics.quality import (
+    evaluate_generator,
+    floor,
+    frechet_distance,
+    kernel_inception_distance,
+    memorised_share,
+    precision_recall,
+    quality_of_features,
+    quality_of_images,
+)
+from gan.shards.batches import normalise, plan_epoch, rank_batches
+from gan.shards.manifest import read_manifest
+from gan.training.models import ModelShape
+from gan.training.state import TrainState
+from gan.training.step import train_step
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +124,7 @@ def test_a_holdout_shard_cut_at_a_member_boundary_stops_the_reference(digits_sha
     import sys
     import tarfile
 
-    from gan.shard_reader import DataError
+    from gan.shards.reader import DataError
 
     shards = tmp_path / "shards"
     shutil.copytree(digits_shards, shards, ignore=shutil.ignore_patterns("quality-*.pt"))

@@ -5,13 +5,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gan.augment import parse_policy
-from gan.data import normalise, plan_epoch, rank_batches
-from gan.models import ModelShape
-from gan.shard_writer import write_shards
-from gan.sources import load_digits, load_folder
-from gan.state import TrainState
-from gan.step import STEP_STATS, train_step
+from gan.shards.batches import normalise, plan_epoch, rank_batches
+from gan.shards.sources import load_digits, load_folder
+from gan.shards.writer import write_shards
+from gan.training.augment import parse_policy
+from gan.training.models import ModelShape
+from gan.training.state import TrainState
+from gan.training.step import STEP_STATS, train_step
 
 
 def test_an_rgb_64px_folder_trains_with_colour_augmentation(tmp_path):

@@ -11,12 +11,12 @@ import uuid
 import boto3
 import pytest
 
-from gan import storage
-from gan.data import rank_samples
-from gan.manifest import read_manifest
-from gan.shard_reader import DataError, DataHealth, ReadPolicy
-from gan.shard_writer import copy_shards
-from tests.conftest import BUCKET, REPO, S3_SECRET_KEY, clean_env, logged_models
+from gan.shards import storage
+from gan.shards.batches import rank_samples
+from gan.shards.manifest import read_manifest
+from gan.shards.reader import DataError, DataHealth, ReadPolicy
+from gan.shards.writer import copy_shards
+from tests.helpers import BUCKET, REPO, S3_SECRET_KEY, clean_env, logged_models
 
 FAST_RETRY = ReadPolicy(attempts=2, backoff_seconds=0.05)
 

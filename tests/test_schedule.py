@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from gan.data import BatchStream, plan_epoch, rank_batches
-from gan.manifest import ShardInfo, read_manifest
-from gan.schedule import build_schedule
+from gan.shards.batches import BatchStream, plan_epoch, rank_batches
+from gan.shards.manifest import ShardInfo, read_manifest
+from gan.training.schedule import build_schedule
 
 SHARDS = [ShardInfo(f"train-{i:06d}.tar", 100, "") for i in range(10)]  # 1,000 images
 

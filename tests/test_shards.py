@@ -5,16 +5,15 @@ import tarfile
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-import torch
-
-from gan.data import normalise, plan_epoch, rank_batches, rank_samples
-from gan.image_codec import ImageSpec
-from gan.manifest import Manifest, ManifestError, ShardInfo, read_manifest, write_manifest
-from gan.shard_reader import DataError, DataHealth, ReadPolicy
-from gan.shard_writer import write_shards
-from gan.sources import ImageSet, load_digits, load_folder
+from gan.shards.batches import normalise, plan_epoch, rank_batches, rank_samples
+from gan.shards.image_codec import ImageSpec
+from gan.shards.manifest import Manifest, ManifestError, ShardInfo, read_manifest, write_manifest
+from gan.shards.reader import DataError, DataHealth, ReadPolicy
+from gan.shards.sources import ImageSet, load_digits, load_folder
+from gan.shards.writer import write_shards
 
 
 def test_manifest_matches_the_shards_on_disk(digits_shards):

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from gan.models import ModelShape
-from gan.state import TrainState, unwrap
-from gan.step import STEP_STATS, train_step
+from gan.training.models import ModelShape
+from gan.training.state import TrainState, unwrap
+from gan.training.step import STEP_STATS, train_step
 
 
 def _state() -> TrainState:

@@ -13,11 +13,12 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from gan.stats import WindowMeter
-from gan.tracking import RunLogger
-from gan.worker import TrainingDiverged, _log_window
-from gan.registry import model_metric
-from tests.conftest import fid_of_model, logged_models, metric_values, new_lows, sweep_command
+from gan.run.worker import TrainingDiverged, _log_window
+from gan.tracking.registry import model_metric
+from gan.tracking.runs import RunLogger
+from gan.training.stats import WindowMeter
+from tests.helpers import fid_of_model, logged_models, metric_values, new_lows, sweep_command
+
 
 def _runs(work):
     client = MlflowClient(f"sqlite:///{work / 'mlruns.db'}")
@@ -168,7 +169,7 @@ def test_search_adds_any_training_field_as_an_axis_with_typed_checked_values():
     from ray.tune.search.variant_generator import generate_variants
 
     from gan.config import SweepConfig, TrainConfig, parse
-    from gan.sweep import search_space, trial_config, trial_name
+    from gan.sweep.tune import search_space, trial_config, trial_name
 
     config = parse(SweepConfig, ["--grid", "--search", "lr=1e-4 latent_dim=64 beta1=0.5,0.8 batch-size=32,64"])
     assert config.search_axes() == {"lr": [1e-4], "latent_dim": [64], "beta1": [0.5, 0.8], "batch_size": [32, 64]}
@@ -200,7 +201,7 @@ def test_search_draws_each_distribution_within_its_bounds_and_keeps_unsearched_s
     from ray.tune.search.variant_generator import generate_variants
 
     from gan.config import SweepConfig, parse
-    from gan.sweep import search_space
+    from gan.sweep.tune import search_space
 
     config = parse(SweepConfig, ["--lr", "3e-4", "--search", "beta1=uniform(0.3, 0.6) latent_dim=16,32",
                                  "--num-samples", "50"])
@@ -227,7 +228,7 @@ def test_grid_search_covers_every_combination_and_a_ttur_trial_gets_its_own_d_ra
     from ray.tune.search.variant_generator import generate_variants
 
     from gan.config import SweepConfig, TrainConfig, parse
-    from gan.sweep import search_space, trial_config, trial_name
+    from gan.sweep.tune import search_space, trial_config, trial_name
 
     config = parse(SweepConfig, ["--grid", "--search", "lr=1e-4,2e-4 latent_dim=32,64 lr_d_ratio=1,4"])
     combos = [(trial["lr"], trial["latent_dim"], trial["lr_d_ratio"]) for _, trial in
@@ -242,8 +243,8 @@ def test_grid_search_covers_every_combination_and_a_ttur_trial_gets_its_own_d_ra
 
 
 def test_ttur_gives_the_discriminator_its_own_learning_rate_also_after_a_restore():
-    from gan.models import ModelShape
-    from gan.state import TrainState
+    from gan.training.models import ModelShape
+    from gan.training.state import TrainState
 
     state = TrainState.create(ModelShape(32, 1, 8, 8, 8), 1e-4, 0.5, 0, lr_d=4e-4)
     assert (state.opt_g.param_groups[0]["lr"], state.opt_d.param_groups[0]["lr"]) == (1e-4, 4e-4)
@@ -253,7 +254,7 @@ def test_ttur_gives_the_discriminator_its_own_learning_rate_also_after_a_restore
 
 def test_pbt_perturbs_learning_rates_but_never_the_latent_size():
     from gan.config import SweepConfig, parse
-    from gan.sweep import pbt_mutations
+    from gan.sweep.tune import pbt_mutations
 
     random_search = pbt_mutations(parse(SweepConfig, ["--search", "lr=loguniform(1e-5,1e-3) lr_d_ratio=1,4"]))
     assert set(random_search) == {"lr", "lr_d_ratio"} and random_search["lr_d_ratio"] == [1.0, 4.0]
@@ -268,7 +269,7 @@ def test_pbt_perturbs_learning_rates_but_never_the_latent_size():
 
 def test_a_pbt_checkpoint_names_the_trial_that_wrote_it():
     from gan.config import TrainConfig
-    from gan.sweep import _written_by, trial_config
+    from gan.sweep.tune import _written_by, trial_config
 
     train = trial_config(TrainConfig(run_name="my-sweep"), {"lr": 1e-4, "latent_dim": 64}, "a85e5_00001")
     meta = {"config": {"run_name": "my-sweep-a85e5_00000-e2-bd8f3a"}, "epoch": 4, "step": 16}

@@ -8,10 +8,10 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from gan.tracking import RUN_NAME_TAG
+from gan.tracking.registry import CHAMPION, model_metric
+from gan.tracking.runs import RUN_NAME_TAG
 from jobs import train
-from gan.registry import CHAMPION, model_metric
-from tests.conftest import REPO, fid_of_model, logged_models, metric_values, new_lows
+from tests.helpers import REPO, fid_of_model, logged_models, metric_values, new_lows
 
 EXPECTED_METRICS = {"loss/D", "loss/D_real", "loss/D_fake", "loss/G", "disc/D_x", "disc/D_G_z", "perf/img_per_s",
                     "quality/fid_domain", "quality/precision", "quality/recall", "data/bad_shards",

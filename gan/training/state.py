@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from gan.ema import GeneratorEMA
-from gan.models import ModelShape, build_models
+from gan.training.ema import GeneratorEMA
+from gan.training.models import ModelShape, build_models
 
 
 def unwrap(module: nn.Module) -> nn.Module:
@@ -27,7 +27,7 @@ class TrainState:
     opt_d: torch.optim.Optimizer
     fixed_noise: torch.Tensor
     ema: GeneratorEMA | None = None
-    augment: tuple[str, ...] = ()  # DiffAugment policy (gan/augment.py); () = off
+    augment: tuple[str, ...] = ()  # DiffAugment policy (gan/training/augment.py); () = off
     images_per_step: int = 0  # the global batch, for the EMA's half-life in images (0 = this rank's batch)
     # This rank's share of the global batch times the world size: DDP averages gradients over ranks equally, so a
     # rank holding more of the batch than the others (an elastic run on fewer ranks) scales its losses by this to

@@ -1,7 +1,7 @@
 """One DCGAN training step on one batch: a discriminator update, then a generator update. Pure torch.
 
 Returns its statistics as one detached tensor (no .item()), so a step never waits on a host sync;
-`gan/stats.py` reduces them once per log window.
+`gan/training/stats.py` reduces them once per log window.
 """
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import contextlib
 import torch
 from torch import nn
 
-from gan.augment import diffaugment
-from gan.losses import fake_loss, generator_loss, real_loss
-from gan.state import TrainState, unwrap
+from gan.training.augment import diffaugment
+from gan.training.losses import fake_loss, generator_loss, real_loss
+from gan.training.state import TrainState, unwrap
 
 STEP_STATS = ("loss/D", "loss/D_real", "loss/D_fake", "loss/G", "disc/D_x", "disc/D_G_z")
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from gan import storage
-from gan.state import TrainState
+from gan.shards import storage
+from gan.training.state import TrainState
 
 STATE_FILE = "train_state.pt"
 META_FILE = "meta.json"
@@ -43,9 +43,9 @@ def load_checkpoint(state: TrainState, directory: str | Path) -> dict[str, Any]:
 def load_generator(directory: str) -> torch.nn.Module:
     """The generator that samples (the EMA one when the run had it) from a checkpoint directory, local or s3://,
     in eval mode: `load_generator(d)(torch.randn(16, latent_dim))` gives 16 images in [-1, 1]. A run's logged
-    models are the usual way to its generators (gan/registry.py); this reads a checkpoint found in Ray Train's
+    models are the usual way to its generators (gan/tracking/registry.py); this reads a checkpoint found in Ray Train's
     storage (the MLflow run's tags checkpoint.latest and checkpoint.best name them)."""
-    from gan.models import Generator, ModelShape
+    from gan.training.models import Generator, ModelShape
 
     try:
         meta = json.loads(storage.read_bytes(storage.join(directory, META_FILE)))

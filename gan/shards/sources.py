@@ -1,4 +1,4 @@
-"""Image sources for the shard writer: all of MNIST (the embedded default, gan/mnist.py), scikit-learn's bundled
+"""Image sources for the shard writer: all of MNIST (the embedded default, gan/shards/mnist.py), scikit-learn's bundled
 8x8 digits (tiny: the set for tests) or a user's folder.
 
 Each yields uint8 arrays (H, W, C) at the target resolution plus integer labels and class names; a source with its own
@@ -32,7 +32,7 @@ def load_dataset(name: str, resolution: int, channels: int, cache_dir: str) -> I
 
 def load_mnist(resolution: int, channels: int, cache_dir: str) -> ImageSet:
     """All 70,000 MNIST digits padded 28 -> 32; MNIST's test split (10,000) is the holdout."""
-    from gan.mnist import pad_to, read_mnist
+    from gan.shards.mnist import pad_to, read_mnist
 
     splits = read_mnist(cache_dir)
     images = pad_to(np.concatenate([splits["train"][0], splits["test"][0]]), resolution)[..., None]

@@ -31,7 +31,7 @@ from mlflow.models import Model, ModelSignature
 from mlflow.types import Schema, TensorSpec
 
 from gan.config_fields import ConfigError
-from gan.models import ModelShape
+from gan.training.models import ModelShape
 
 log = logging.getLogger(__name__)
 

@@ -191,7 +191,7 @@ class RunLogger:
         run's models pruned to that many (registry.prune). Metrics alone when the export fails."""
         if not self.active:
             return
-        from gan import registry
+        from gan.tracking import registry
 
         try:
             directory = registry.save_local(generator, shape)

@@ -1,17 +1,17 @@
 """A sweep's MLflow bookkeeping on the driver: the parent run (params the trials share and a
 description of the search), and at the end each child run closed with its outcome, the summary table and plot, and
-the best trial's settings on the parent. The trials log their own runs (gan/sweep.py)."""
+the best trial's settings on the parent. The trials log their own runs (gan/sweep/tune.py)."""
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from gan import registry
 from gan.config import SweepConfig, to_dict
 from gan.search_axes import LR_D_RATIO, TRIAL_SETTINGS, Distribution
-from gan.sweep_report import write_plot, write_table
-from gan.tracking import open_run, set_run_status
+from gan.sweep.report import write_plot, write_table
+from gan.tracking import registry
+from gan.tracking.runs import open_run, set_run_status
 
 
 def open_parent_run(config: SweepConfig, facts: dict[str, str]) -> str:

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from gan import storage
-from gan.data import normalise, rank_samples
-from gan.manifest import Manifest
-from gan.shard_reader import DataHealth, ReadPolicy
+from gan.shards import storage
+from gan.shards.batches import normalise, rank_samples
+from gan.shards.manifest import Manifest
+from gan.shards.reader import DataHealth, ReadPolicy
 
 REFERENCE_FORMAT = 3
 FEATURE_DIM = 64

@@ -1,4 +1,4 @@
-"""Image-quality metrics in the domain classifier's feature space (see gan/classifier.py for why not Inception):
+"""Image-quality metrics in the domain classifier's feature space (see gan/metrics/classifier.py for why not Inception):
 
 - Fréchet distance between real and generated feature Gaussians (Heusel et al. 2017), as `quality/fid_domain`;
 - improved precision and recall with k-NN manifolds (Kynkäänniemi et al. 2019), as `quality/precision` and
@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from gan.classifier import QualityReference, feature_statistics
+from gan.metrics.classifier import QualityReference, feature_statistics
 
 
 def frechet_distance(mean_a: torch.Tensor, cov_a: torch.Tensor, mean_b: torch.Tensor, cov_b: torch.Tensor) -> float:

@@ -11,8 +11,8 @@ import mlflow
 import numpy as np
 import torch
 
-from gan import storage
-from gan.images import image_grid
+from gan.shards import storage
+from gan.training.images import image_grid
 
 MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
 
@@ -40,7 +40,7 @@ def load(reference: str, tracking_uri: str = "") -> Sampler:
         latent_dim = int(info.signature.inputs.inputs[0].shape[-1])
         return Sampler(mlflow.pytorch.load_model(reference, map_location="cpu"), latent_dim, reference)
     if storage.is_s3(reference) or Path(reference).is_dir():
-        from gan.checkpoint import load_generator
+        from gan.training.checkpoint import load_generator
 
         generator = load_generator(reference)
         return Sampler(generator, generator.shape.latent_dim, reference)

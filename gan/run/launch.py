@@ -3,10 +3,10 @@
 jobs/train.py, the sweep and bench/ all start runs through these two."""
 from __future__ import annotations
 
-from gan import registry
-from gan.classifier import prepare_reference
 from gan.config import TrainConfig, to_dict
-from gan.preflight import check_inputs
+from gan.metrics.classifier import prepare_reference
+from gan.run.preflight import check_inputs
+from gan.tracking import registry
 
 
 class RunFailed(RuntimeError):
@@ -23,9 +23,9 @@ def prepare(config: TrainConfig, job: str = "train") -> dict[str, str]:
 
 def run(config: TrainConfig, facts: dict[str, str]):
     """Open the MLflow run (unless --no-tracking), fit the TorchTrainer, close the run; returns Ray's Result."""
-    from gan.ray_session import start_or_join
-    from gan.tracking import close_run, open_run
-    from gan.worker import build_trainer, failure_summary
+    from gan.run.ray_session import start_or_join
+    from gan.run.worker import build_trainer, failure_summary
+    from gan.tracking.runs import close_run, open_run
 
     start_or_join()
     run_id = None

@@ -21,12 +21,12 @@ from ray.train import Checkpoint
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
 
-from gan import storage
-from gan.checkpoint import META_FILE
 from gan.config import SweepConfig, TrainConfig, from_dict, to_dict
+from gan.run.worker import build_trainer
 from gan.search_axes import LR_D_RATIO, TRIAL_SETTINGS, Distribution
-from gan.tracking import open_run, set_run_status
-from gan.worker import build_trainer
+from gan.shards import storage
+from gan.tracking.runs import open_run, set_run_status
+from gan.training.checkpoint import META_FILE
 
 METRIC, MODE = "quality/fid_domain", "min"
 

@@ -13,8 +13,8 @@ from typing import Iterator
 
 import webdataset as wds
 
-from gan.manifest import ShardInfo
-from gan.storage import StorageError, StoreUnreachable
+from gan.shards.manifest import ShardInfo
+from gan.shards.storage import StorageError, StoreUnreachable
 
 log = logging.getLogger(__name__)
 

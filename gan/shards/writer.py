@@ -1,6 +1,6 @@
 """Writes an ImageSet as WebDataset tar shards ({split}-000000.tar ...) plus the manifest that describes them.
 
-Each sample is two tar members, {key}.{raw|png} (gan/image_codec.py) and {key}.cls.
+Each sample is two tar members, {key}.{raw|png} (gan/shards/image_codec.py) and {key}.cls.
 """
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from typing import Iterable
 import numpy as np
 from tqdm import tqdm
 
-from gan import storage
-from gan.image_codec import encode_image
-from gan.manifest import Manifest, ManifestError, ShardInfo, read_manifest, write_manifest
-from gan.sources import ImageSet
+from gan.shards import storage
+from gan.shards.image_codec import encode_image
+from gan.shards.manifest import Manifest, ManifestError, ShardInfo, read_manifest, write_manifest
+from gan.shards.sources import ImageSet
 
 
 def tar_bytes(samples: Iterable[tuple[str, str, bytes, int]]) -> bytes:
@@ -86,7 +86,7 @@ def finish_manifest(out: str, manifest: Manifest, plans: list[ShardPlan], writte
 
 def write_shards(data: ImageSet, out: str, samples_per_shard: int, holdout_fraction: float, seed: int,
                  image_format: str = "raw") -> Manifest:
-    """Write every split's shards in this process, then the manifest (gan/parallel_shards.py spreads the same
+    """Write every split's shards in this process, then the manifest (gan/shards/parallel.py spreads the same
     plan over Ray tasks)."""
     plans = plan_shards(data, samples_per_shard, holdout_fraction, seed)
     written = []

@@ -5,8 +5,8 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
-from gan import storage
-from gan.image_codec import IMAGE_FORMATS, ImageSpec
+from gan.shards import storage
+from gan.shards.image_codec import IMAGE_FORMATS, ImageSpec
 
 MANIFEST_NAME = "shards.json"
 FORMAT_VERSION = 1
@@ -29,7 +29,7 @@ class Manifest:
     channels: int
     class_names: list[str]
     splits: dict[str, list[ShardInfo]] = field(default_factory=dict)
-    image_format: str = "png"  # gan/image_codec.py; manifests from before raw storage existed are all png
+    image_format: str = "png"  # gan/shards/image_codec.py; manifests from before raw storage existed are all png
     source: str = ""
     format_version: int = FORMAT_VERSION
 

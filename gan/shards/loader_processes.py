@@ -18,10 +18,10 @@ from typing import Iterator
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from gan.data import EpochPlan, cycling_batches, deal_shards
-from gan.image_codec import ImageSpec
-from gan.manifest import ShardInfo
-from gan.shard_reader import DataHealth, ReadPolicy
+from gan.shards.batches import EpochPlan, cycling_batches, deal_shards
+from gan.shards.image_codec import ImageSpec
+from gan.shards.manifest import ShardInfo
+from gan.shards.reader import DataHealth, ReadPolicy
 
 _COUNTED = ("bad_shards", "skipped_samples", "read_retries", "delivered")
 

@@ -1,15 +1,16 @@
 """Checks a run's inputs before Ray starts: the tracking store answers, the checkpoint bucket exists, the shards
 exist and fit the config (resolution, enough shards and samples for every rank), the registered name is free.
-Returns the facts about the shards that the MLflow run records as params. Trains nothing (gan/classifier.py builds
+Returns the facts about the shards that the MLflow run records as params. Trains nothing (gan/metrics/classifier.py builds
 the quality reference)."""
 from __future__ import annotations
 
-from gan import registry, storage
-from gan.augment import parse_policy
 from gan.config import ConfigError, TrainConfig
-from gan.data import plan_epoch
-from gan.manifest import Manifest, read_manifest
-from gan.tracking import check_tracking
+from gan.shards import storage
+from gan.shards.batches import plan_epoch
+from gan.shards.manifest import Manifest, read_manifest
+from gan.tracking import registry
+from gan.tracking.runs import check_tracking
+from gan.training.augment import parse_policy
 
 
 def check_inputs(config: TrainConfig) -> tuple[Manifest, dict[str, str]]:

@@ -1,6 +1,6 @@
 """`make_shards --from-folder` spread over a Ray cluster: Ray tasks decode the images, and then write whole shards
 straight to the destination (a folder every node sees, or s3://). The driver lists the files, plans the shards
-exactly as the single-process build does (gan/shard_writer.py) and writes the manifest once, last. The same
+exactly as the single-process build does (gan/shards/writer.py) and writes the manifest once, last. The same
 folder and seed therefore give the same shards byte for byte, so the same dataset_hash.
 
 Decoding (PIL open, resize, crop) is the expensive part of a folder build, so that is what the tasks split; the
@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 import ray
 
-from gan.manifest import Manifest
-from gan.shard_writer import ShardPlan, finish_manifest, new_manifest, plan_shards, write_shard
-from gan.sources import ImageSet, decode_files, folder_image_set, list_folder, stratified_subset
+from gan.shards.manifest import Manifest
+from gan.shards.sources import ImageSet, decode_files, folder_image_set, list_folder, stratified_subset
+from gan.shards.writer import ShardPlan, finish_manifest, new_manifest, plan_shards, write_shard
 
 
 @ray.remote(num_cpus=1)
@@ -24,7 +24,7 @@ def _decode(paths: list, resolution: int, channels: int) -> list:
 
 @ray.remote(num_cpus=1)
 def _write(out: str, plan: ShardPlan, images: np.ndarray, labels: np.ndarray, image_format: str, endpoint: str):
-    from gan import storage
+    from gan.shards import storage
 
     storage.configure(endpoint)  # each task runs in a worker process on any node of the cluster
     return write_shard(out, plan, images, labels, image_format), ray.get_runtime_context().get_node_id()

@@ -18,7 +18,7 @@ def start_or_join() -> None:
     if os.environ.get("RAY_ADDRESS"):  # `ray job submit` set it: the job's own runtime env applies
         ray.init()
     else:  # a `ray start` cluster on this machine, else a new local Ray
-        ray.init(runtime_env={"worker_process_setup_hook": "gan.ray_session.address_this_cluster"})
+        ray.init(runtime_env={"worker_process_setup_hook": "gan.run.ray_session.address_this_cluster"})
 
 
 def address_this_cluster() -> None:

@@ -6,15 +6,15 @@ bound). It reports (progress line, metrics, sample grid, checkpoint, one `ray.tr
 --tick-kimg thousand images and at the end of every data epoch, whichever comes first, so a short epoch (the digits)
 still reports once per epoch as before and a long one (MNIST: 60,000 images) reports several times inside it. A tick
 boundary less than half a tick after an epoch's start is skipped, so an epoch end is not followed by a stub tick.
-Epochs stay what the data reader deals shards by (gan/data.py). Pure arithmetic: every rank computes the same ticks.
+Epochs stay what the data reader deals shards by (gan/shards/batches.py). Pure arithmetic: every rank computes the same ticks.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
 
-from gan.data import plan_epoch
-from gan.manifest import ShardInfo
+from gan.shards.batches import plan_epoch
+from gan.shards.manifest import ShardInfo
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,6 @@
-"""Real servers on 127.0.0.1 for tests and for a laptop "cluster-like" run: SeaweedFS (S3) and `mlflow server`.
-
-Used by tests/conftest.py and by `python -m jobs.local_services`; nothing else starts them. Every port is picked
-free, so two runs on one machine never collide; each server is stopped by its PID (process group).
+"""Real servers on 127.0.0.1 that the tests (and the benchmarks) start: SeaweedFS (S3), `mlflow server`, and Ray
+heads and worker nodes joined with `ray start`. Every port is picked free, so two runs on one machine never collide;
+each server is stopped by its PID (process group). A user's laptop stand-in is scripts/local_services.sh.
 """
 from __future__ import annotations
 

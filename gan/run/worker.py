@@ -1,6 +1,6 @@
 """The Ray Train side: `train_loop_per_worker` (the only caller of ray.train.report) and `build_trainer`.
 
-Reads top to bottom: setup (config, models, DDP, restore, schedule), then per tick (gan/schedule.py): batches ->
+Reads top to bottom: setup (config, models, DDP, restore, schedule), then per tick (gan/training/schedule.py): batches ->
 steps -> metrics -> quality -> sample grid -> checkpoint + report. Every rank takes the same steps and reports once
 per tick.
 """
@@ -17,28 +17,43 @@ from typing import Any
 
 import ray.train
 import torch
-from ray.train import (Checkpoint, CheckpointConfig, CheckpointUploadMode, FailureConfig, LoggingConfig, RunConfig,
-                       ScalingConfig, UserCallback)
+from ray.train import (
+    Checkpoint,
+    CheckpointConfig,
+    CheckpointUploadMode,
+    FailureConfig,
+    LoggingConfig,
+    RunConfig,
+    ScalingConfig,
+    UserCallback,
+)
 from ray.train.torch import TorchTrainer, prepare_model
 
-from gan import storage
-from gan.augment import parse_policy
-from gan.checkpoint import load_checkpoint, save_checkpoint
-from gan.classifier import load_run_reference
 from gan.config import TrainConfig, from_dict, to_dict
-from gan.data import (BatchStream, joined_batches, normalise, plan_epoch, planned_ranks_of, rank_batches,
-                      share_weight)
-from gan.images import sample_grid
-from gan.loader_processes import process_batches
-from gan.manifest import Manifest, read_manifest
-from gan.models import ModelShape
-from gan.quality import evaluate_generator, floor
-from gan.schedule import Tick, build_schedule
-from gan.shard_reader import DataHealth, ReadPolicy
-from gan.state import TrainState, unwrap
-from gan.stats import TickTimer, WindowMeter, sum_across_ranks
-from gan.step import STEP_STATS, train_step
-from gan.tracking import CheckpointTags, RunLogger
+from gan.metrics.classifier import load_run_reference
+from gan.metrics.quality import evaluate_generator, floor
+from gan.shards import storage
+from gan.shards.batches import (
+    BatchStream,
+    joined_batches,
+    normalise,
+    plan_epoch,
+    planned_ranks_of,
+    rank_batches,
+    share_weight,
+)
+from gan.shards.loader_processes import process_batches
+from gan.shards.manifest import Manifest, read_manifest
+from gan.shards.reader import DataHealth, ReadPolicy
+from gan.tracking.runs import CheckpointTags, RunLogger
+from gan.training.augment import parse_policy
+from gan.training.checkpoint import load_checkpoint, save_checkpoint
+from gan.training.images import sample_grid
+from gan.training.models import ModelShape
+from gan.training.schedule import Tick, build_schedule
+from gan.training.state import TrainState, unwrap
+from gan.training.stats import TickTimer, WindowMeter, sum_across_ranks
+from gan.training.step import STEP_STATS, train_step
 
 log = logging.getLogger(__name__)
 BEST_METRIC = "best/fid_domain"
@@ -56,7 +71,7 @@ MEASUREMENT_FLUSH_SECONDS = 60.0
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     run = _start_worker(loop_config)
     config, state, tracker = run.config, run.state, run.tracker
-    # Planned for --num-workers ranks whatever the group's size, so an elastic run keeps its schedule (gan/data.py).
+    # Planned for --num-workers ranks whatever the group's size, so an elastic run keeps its schedule (gan/shards/batches.py).
     schedule = build_schedule(run.manifest.shards("train"), config.num_workers, config.batch_size, config.seed,
                               config.steps_per_epoch, *config.length(), config.tick_kimg)
     judge = _QualityJudge(config, run.manifest, run.shape, tracker) if run.rank == 0 and config.quality_every else None
@@ -239,7 +254,7 @@ def _note_restart(tracker: RunLogger, state: TrainState, world_size: int, saved_
 class _QualityJudge:
     """Rank 0's quality measurements: the EMA generator's metrics, the raw generator's fid_domain, the real-vs-real
     floor at the same sample count, the memorisation share at the end; each measured generator logged as an MLflow
-    model linked to its metrics (gan/registry.py)."""
+    model linked to its metrics (gan/tracking/registry.py)."""
 
     def __init__(self, config: TrainConfig, manifest: Manifest, shape: ModelShape, tracker: RunLogger):
         self.config, self.manifest, self.shape, self.tracker = config, manifest, shape, tracker
@@ -364,7 +379,7 @@ def _progress_line(metrics: dict[str, float], ticks: int, eta_seconds: float, me
 
 
 class _TagCheckpoints(UserCallback):
-    """Ray Train's controller tells MLflow where each persisted checkpoint lives (gan/tracking.py)."""
+    """Ray Train's controller tells MLflow where each persisted checkpoint lives (gan/tracking/runs.py)."""
 
     def __init__(self, tags: CheckpointTags):
         self.tags = tags

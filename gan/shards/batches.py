@@ -1,5 +1,5 @@
 """Shards -> batches for one Ray Train rank: the epoch plan (which rank reads which shards, how many steps)
-and the WebDataset pipeline (read tar, shuffle, decode with gan/image_codec.py, batch as uint8; `normalise` to
+and the WebDataset pipeline (read tar, shuffle, decode with gan/shards/image_codec.py, batch as uint8; `normalise` to
 [-1, 1] runs on the training device, so a GPU gets a quarter of the bytes and the CPU does not do the float math).
 
 Knows nothing of Ray: callers pass rank and world size. Every rank takes exactly `plan.steps` steps, because
@@ -16,10 +16,10 @@ import numpy as np
 import torch
 import webdataset as wds
 
-from gan import storage
-from gan.image_codec import ImageSpec
-from gan.manifest import ManifestError, ShardInfo
-from gan.shard_reader import DataError, DataHealth, ReadPolicy, read_shard, skip_bad_sample
+from gan.shards import storage
+from gan.shards.image_codec import ImageSpec
+from gan.shards.manifest import ManifestError, ShardInfo
+from gan.shards.reader import DataError, DataHealth, ReadPolicy, read_shard, skip_bad_sample
 
 
 @dataclass(frozen=True)
