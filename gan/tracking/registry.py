@@ -104,8 +104,11 @@ def upload(tracking_uri: str, run_id: str, directory: Path, step: int, tags: dic
     return model.model_id
 
 
-def run_models(client: MlflowClient, run_id: str) -> list:
-    """The run's logged generators, best first (lowest quality/fid_domain; unmeasured ones last, newest first)."""
+def run_models(client: MlflowClient, run_id: str, unfinished: bool = False) -> list:
+    """The run's logged generators, best first (lowest quality/fid_domain; unmeasured ones last, newest first).
+
+    Only READY ones, unless `unfinished`: a model stays PENDING when its process dies between creating it and
+    finalising it (a trial ASHA stops, a killed worker), and such a model may have no files to load."""
     experiment_id = client.get_run(run_id).info.experiment_id
     models, token = [], None
     while True:
@@ -114,6 +117,8 @@ def run_models(client: MlflowClient, run_id: str) -> list:
         models += list(page)
         if not (token := page.token):
             break
+    if not unfinished:
+        models = [m for m in models if m.status == LoggedModelStatus.READY]
     return sorted(models, key=lambda m: (model_metric(m, RANK_METRIC), -m.creation_timestamp))
 
 
@@ -125,12 +130,13 @@ def model_metric(model, key: str) -> float:
 
 def prune(tracking_uri: str, run_id: str, keep: int) -> int:
     """Keep `keep` of the run's generators: the newest and the best of the others (so the best always stays),
-    plus any a registry version points at; delete the rest (the LoggedModel and its files). Returns how many were
-    deleted."""
+    plus any a registry version points at; delete the rest (the LoggedModel and its files), and any model an
+    earlier, killed attempt left unfinished. Returns how many were deleted."""
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
     client = MlflowClient(tracking_uri)
-    models = run_models(client, run_id)
+    everything = run_models(client, run_id, unfinished=True)
+    models = [m for m in everything if m.status == LoggedModelStatus.READY]
     newest = max(models, key=lambda m: m.creation_timestamp, default=None)
     kept = {newest.model_id} if newest else set()
     for model in models:  # best first
@@ -139,7 +145,7 @@ def prune(tracking_uri: str, run_id: str, keep: int) -> int:
         kept.add(model.model_id)
     # (A version's model_id is not kept by every registry store; its source, models:/<model id>, is.)
     kept |= {v.source.removeprefix("models:/") for v in client.search_model_versions(f"run_id = '{run_id}'")}
-    doomed = [m for m in models if m.model_id not in kept]
+    doomed = [m for m in everything if m.model_id not in kept]
     for model in doomed:
         try:
             get_artifact_repository(model.artifact_location).delete_artifacts()

@@ -1,0 +1,30 @@
+"""A logged generator whose process died before it was finalised (a trial ASHA stopped, a killed worker) stays
+PENDING in MLflow, possibly without files. Nobody is handed it as a run's generator, and the run's next prune
+deletes it."""
+from mlflow import MlflowClient
+
+from gan.tracking import registry
+from gan.training.models import ModelShape, build_models
+
+SHAPE = ModelShape(resolution=32, channels=1, latent_dim=8, g_features=8, d_features=8)
+
+
+def test_a_generator_left_unfinished_is_never_chosen_and_the_next_prune_deletes_it(tmp_path):
+    tracking = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    client = MlflowClient(tracking)
+    run = client.create_run(client.create_experiment("unfinished", artifact_location=str(tmp_path / "artifacts")))
+    run_id = run.info.run_id
+    generator, _ = build_models(SHAPE)
+
+    measured = registry.upload(tracking, run_id, registry.save_local(generator, SHAPE), step=5, tags={},
+                               metrics={registry.RANK_METRIC: 900.0})
+    # What a process killed between create_logged_model and finalize_logged_model leaves: the best score of all
+    # is never linked to it, and it has no files.
+    stranded = client.create_logged_model(run.info.experiment_id, name=registry.LOGGED_MODEL_NAME,
+                                          source_run_id=run_id).model_id
+
+    assert [m.model_id for m in registry.run_models(client, run_id)] == [measured]
+    assert {m.model_id for m in registry.run_models(client, run_id, unfinished=True)} == {measured, stranded}
+
+    assert registry.prune(tracking, run_id, keep=2) == 1  # room for two, but the unfinished one goes
+    assert [m.model_id for m in registry.run_models(client, run_id, unfinished=True)] == [measured]
