@@ -51,25 +51,6 @@ def _submit(nodes, runtime_env: dict, *command: str) -> subprocess.CompletedProc
                           text=True, timeout=900)
 
 
-def test_two_ranks_run_on_two_nodes_with_shards_and_checkpoints_in_s3(nodes, s3_env, mlflow_server, digits_shards):
-    shards = f"s3://{BUCKET}/multinode/digits"
-    copy_shards(str(digits_shards), shards)
-    env = {"env_vars": {**s3_env.env, "MLFLOW_TRACKING_URI": mlflow_server.url}}
-    result = _submit(nodes, env, "jobs.train", "--shards", shards, "--storage-path", f"s3://{BUCKET}/multinode/ray",
-                     "--run-name", "placed", "--experiment", "multinode", "--num-workers", "2", "--epochs", "2",
-                     "--steps-per-epoch", "4", "--batch-size", "16", "--g-features", "8", "--d-features", "8",
-                     "--latent-dim", "16", "--quality-every", "0")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    client = MlflowClient(mlflow_server.url)
-    (run,) = client.search_runs([client.get_experiment_by_name("multinode").experiment_id])
-    assert run.info.status == "FINISHED"
-    placement = dict(pair.split("=") for pair in run.data.tags["cluster.nodes"].split(","))
-    assert set(placement) == {"0", "1"} and len(set(placement.values())) == 2  # one rank per node
-    assert [m.value for m in client.get_metric_history(run.info.run_id, "cluster/world_size")] == [2.0, 2.0]
-    assert run.data.tags["checkpoint.latest"].startswith(f"s3://{BUCKET}/multinode/ray/placed/checkpoint_")
-    assert storage.read_bytes(run.data.tags["checkpoint.latest"] + "/meta.json")  # in the bucket, not on a node
-
-
 def test_a_folder_build_spread_over_nodes_writes_the_same_shards_as_one_process(nodes, s3_env, tmp_path):
     folder = write_photo_folder(tmp_path / "photos")
     expected = write_shards(load_folder(str(folder), 32, 3), str(tmp_path / "one"), 64, 0.1, seed=0)
@@ -151,8 +132,10 @@ def _wait_until(condition, seconds: float) -> None:
         time.sleep(1)
 
 
-def test_a_node_lost_mid_run_resumes_on_the_others_with_one_value_per_step(nodes, s3_env, mlflow_server,
-                                                                           digits_shards):
+def test_two_ranks_on_two_nodes_lose_one_mid_run_and_resume_on_the_others_with_one_value_per_step(
+        nodes, s3_env, mlflow_server, digits_shards):
+    """Shards and checkpoints in S3, one rank per node; the node holding rank 1 goes away after the first
+    checkpoint, and the run resumes on the spare with the same two ranks."""
     spare = start_ray_node(nodes["head"], nodes["base"] / "node_c", 1, {"node_c": 1}, env=nodes["env"])
     nodes["by_name"]["node_c"] = spare
     shards = f"s3://{BUCKET}/multinode/digits-loss"
@@ -164,6 +147,9 @@ def test_a_node_lost_mid_run_resumes_on_the_others_with_one_value_per_step(nodes
         time.sleep(3)  # into the next epoch, past some of its logged windows
         lost = job.node_of_rank(1)
         nodes_before = job.run().data.tags["cluster.nodes"]
+        checkpoint = job.run().data.tags["checkpoint.latest"]
+        assert checkpoint.startswith(f"s3://{BUCKET}/multinode/ray/lost/checkpoint_")
+        assert storage.read_bytes(checkpoint + "/meta.json")  # in the bucket, not on the node about to go
         nodes["by_name"][lost].stop()  # raylet and workers, as a lost machine would go
         job.assert_it_succeeds()
     finally:
@@ -175,8 +161,10 @@ def test_a_node_lost_mid_run_resumes_on_the_others_with_one_value_per_step(nodes
     job.assert_one_value_per_step(("loss/D", "quality/fid_domain", "epoch"), range(5, 101, 5), range(25, 101, 25))
     assert sorted(job.steps("quality/fid_domain")) == [25, 50, 75, 100]  # none missing: one measurement per epoch
     placement_before = dict(p.split("=") for p in nodes_before.split(","))
+    assert set(placement_before) == {"0", "1"} and len(set(placement_before.values())) == 2  # one rank per node
     nodes_after = set(dict(p.split("=") for p in final.data.tags["cluster.nodes"].split(",")).values())
     assert placement_before["1"] not in nodes_after and len(nodes_after) == 2
+    assert set(job.values("cluster/world_size")) == {2.0}  # a fixed-size run: two ranks before and after
 
 
 def test_an_elastic_run_shrinks_when_a_node_is_lost_and_grows_back_when_one_joins(nodes, s3_env, mlflow_server,

@@ -98,7 +98,8 @@ def test_every_trial_keeps_its_best_generator_and_the_parent_points_at_the_best_
 
 @pytest.mark.slow
 def test_a_killed_sweep_resumes_without_rerunning_completed_trials(digits_shards, tmp_path):
-    driver = subprocess.Popen(sweep_command(digits_shards, tmp_path), cwd=tmp_path, stdout=subprocess.DEVNULL,
+    two_trials = ("--search", "lr=1e-6,2e-3 latent_dim=16")  # run one at a time: kill between the first and second
+    driver = subprocess.Popen(sweep_command(digits_shards, tmp_path, *two_trials), cwd=tmp_path, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         # Watch Tune's own saved state (not the MLflow store the driver is still creating) for a finished trial.
@@ -111,14 +112,14 @@ def test_a_killed_sweep_resumes_without_rerunning_completed_trials(digits_shards
             os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started, mid-sweep
         driver.wait()
     done_before = _terminated_trials(tmp_path)
-    assert done_before and len(done_before) < 4
+    assert done_before and len(done_before) < 2
 
-    resumed = subprocess.run(sweep_command(digits_shards, tmp_path, "--resume"), cwd=tmp_path, capture_output=True,
+    resumed = subprocess.run(sweep_command(digits_shards, tmp_path, *two_trials, "--resume"), cwd=tmp_path, capture_output=True,
                              text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
     assert "resuming 'sw'" in resumed.stdout
     client, parents, children = _runs(tmp_path)
-    assert len(parents) == 1 and len(children) == 4  # no trial started twice
+    assert len(parents) == 1 and len(children) == 2  # no trial started twice
     for child in (c for c in children if c.data.tags["tune.trial_id"] in done_before):
         assert "resumes" not in child.data.tags  # a rerun trial would have re-opened its run
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "loss/G")]
