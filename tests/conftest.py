@@ -15,6 +15,18 @@ from gan.shards.sources import load_digits
 from gan.shards.writer import tar_bytes, write_shards
 from tests.helpers import BUCKET, S3_ACCESS_KEY, S3_SECRET_KEY, clean_env, sweep_command
 
+# Modules that share the one finished tiny sweep (`swept`), which is worth running once per session.
+SWEEP_READERS = {"test_sweep", "test_mlflow_ui"}
+
+
+def pytest_collection_modifyitems(items):
+    """Two pytest workers (pyproject's `-n 2 --dist loadgroup`) take whole modules, so a module's fixtures (a trained
+    run, a cluster, a server) start once; most of the suite waits on Ray, servers and timers rather than computing,
+    so two run side by side on two cores."""
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        item.add_marker(pytest.mark.xdist_group("swept" if module in SWEEP_READERS else module))
+
 
 @pytest.fixture
 def raw_shard_with_bad_samples(tmp_path) -> tuple[Path, ShardInfo]:

@@ -129,15 +129,21 @@ def test_sample_job_draws_repeatable_pictures_from_a_name_an_id_a_run_and_a_chec
         assert result.returncode == 0, result.stderr[-2000:]
         pictures[key] = np.asarray(Image.open(tmp_path / f"{key}.png"))
     assert pictures["champion"].shape == (2 + 2 * 34, 2 + 8 * 34)  # 16 digits of 32 px, 8 to a row, 2 px apart
-    assert np.array_equal(pictures["champion"], pictures["again"])  # the same seed draws the same picture
-    assert not np.array_equal(pictures["champion"], pictures["seed 1"])
-    assert np.array_equal(pictures["champion"], pictures["by id"])
+    # The same seed draws the same picture, to within one grey level: two processes on a loaded CPU may round a
+    # pixel differently (seen once in a full-suite run: CPU kernels do not promise bit-identical sums across runs).
+    assert _levels_apart(pictures["champion"], pictures["again"]) <= 1
+    assert _levels_apart(pictures["champion"], pictures["seed 1"]) > 100  # another seed, other digits
+    assert _levels_apart(pictures["champion"], pictures["by id"]) <= 1
     # The best checkpoint (the run's tag) holds the same generator the registry's champion is.
-    assert np.abs(pictures["champion"].astype(int) - pictures["checkpoint"]).max() <= 1  # exported vs eager: ±1 level
+    assert _levels_apart(pictures["champion"], pictures["checkpoint"]) <= 1  # exported vs eager: ±1 level
     assert pictures["walk"].shape == (2 + 4 * 34, 2 + 8 * 34)  # 4 rows of 8 interpolation steps
     assert pictures["run"].shape == (2 + 8 * 34, 2 + 8 * 34)  # the run's newest generator, 64 by default
     bad = _sample(registry, tmp_path / "x.png", "--model", f"models:/{NAME}@no-such-alias")
     assert bad.returncode == 2 and "no-such-alias" in bad.stderr and not (tmp_path / "x.png").exists()
+
+
+def _levels_apart(picture: np.ndarray, other: np.ndarray) -> int:
+    return int(np.abs(picture.astype(int) - other.astype(int)).max())
 
 
 def test_mlflow_models_serve_answers_invocations_with_images(registry, tmp_path):
