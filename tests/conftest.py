@@ -3,29 +3,20 @@ local Ray for the session."""
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+from filelock import FileLock
 
 from gan.shards.image_codec import encode_image
 from gan.shards.manifest import Manifest, ShardInfo, write_manifest
 from gan.shards.sources import load_digits
 from gan.shards.writer import tar_bytes, write_shards
 from tests.helpers import BUCKET, S3_ACCESS_KEY, S3_SECRET_KEY, clean_env, sweep_command
-
-# Modules that share the one finished tiny sweep (`swept`), which is worth running once per session.
-SWEEP_READERS = {"test_sweep", "test_mlflow_ui"}
-
-
-def pytest_collection_modifyitems(items):
-    """Two pytest workers (pyproject's `-n 2 --dist loadgroup`) take whole modules, so a module's fixtures (a trained
-    run, a cluster, a server) start once; most of the suite waits on Ray, servers and timers rather than computing,
-    so two run side by side on two cores."""
-    for item in items:
-        module = item.module.__name__.rsplit(".", 1)[-1]
-        item.add_marker(pytest.mark.xdist_group("swept" if module in SWEEP_READERS else module))
 
 
 @pytest.fixture
@@ -97,13 +88,22 @@ def mlflow_server(s3_server, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def swept(digits_shards, local_ray, tmp_path_factory) -> Path:
-    """A folder holding the MLflow store and Ray results of one finished tiny sweep (shared by sweep and UI tests).
+def swept(local_ray, tmp_path_factory) -> Path:
+    """A folder holding the digit shards (`shards/`), the MLflow store and the Ray results of one finished tiny sweep,
+    read by the sweep and UI tests. It runs once per session: with two pytest workers, the first to need it runs it
+    under a file lock in the session's shared temp folder and the other reuses it.
 
     It runs beside this session's other Ray (`local_ray`), as two jobs on one workstation would: with two clusters on
     a machine, the trials that ASHA stops must still give their CPUs back (gan/run/ray_session.py), or the sweep hangs."""
-    work = tmp_path_factory.mktemp("sweep")
-    result = subprocess.run(sweep_command(digits_shards, work), cwd=work, capture_output=True, text=True, timeout=900,
-                            env=clean_env())
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # pytest-N/, above each worker's own
+    work = shared / "sweep"
+    with FileLock(str(shared / "sweep.lock")):
+        if not (work / "finished").exists():
+            shutil.rmtree(work, ignore_errors=True)
+            write_shards(load_digits(32, 1), str(work / "shards"), samples_per_shard=100, holdout_fraction=0.1, seed=0)
+            result = subprocess.run(sweep_command(work / "shards", work), cwd=work, capture_output=True, text=True,
+                                    timeout=900, env=clean_env())
+            assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+            (work / "finished").touch()
     return work

@@ -70,7 +70,7 @@ def test_parent_holds_the_summary_and_the_best_trial_matches_the_table(swept):
 
 
 @pytest.mark.slow
-def test_every_trial_keeps_its_best_generator_and_the_parent_points_at_the_best_one(swept, digits_shards):
+def test_every_trial_keeps_its_best_generator_and_the_parent_points_at_the_best_one(swept):
     client, (parent,), children = _runs(swept)
     tracking = f"sqlite:///{swept / 'mlruns.db'}"
     for child in children:
@@ -87,8 +87,9 @@ def test_every_trial_keeps_its_best_generator_and_the_parent_points_at_the_best_
     table = list(csv.DictReader(open(client.download_artifacts(parent.info.run_id, "summary.csv"))))
     assert {row["run_id"]: row["model_uri"] for row in table}[best_run] == parent.data.tags["best.model_uri"]
     # The model behind the URI is the sweep's best generator: loaded and measured again here, it scores the
-    # sweep's best; and the sweep registered it, once, as the champion of its data set's name.
-    again = fid_of_model(parent.data.tags["best.model_uri"], tracking, digits_shards, 200)  # --quality-samples, seed 0
+    # sweep's best (--quality-samples 200, seed 0); and the sweep registered it, once, as the champion of its
+    # data set's name.
+    again = fid_of_model(parent.data.tags["best.model_uri"], tracking, swept / "shards", 200)
     assert again == pytest.approx(parent.data.metrics["best/fid_domain"], rel=1e-4)
     # (The store is shared with the UI test's tiny run, which does not register.)
     (version,) = client.search_model_versions("name = 'dcgan-digits'")
