@@ -19,6 +19,19 @@ from gan.shards.writer import tar_bytes, write_shards
 from tests.helpers import BUCKET, S3_ACCESS_KEY, S3_SECRET_KEY, clean_env, sweep_command
 
 
+# The files that take longest (mostly waiting on Ray, servers and timers) start first, so that neither of the two
+# pytest workers is left alone with a long file at the end; the sweep's readers run after it (they wait for it).
+LONGEST_FIRST = ("test_outages", "test_multinode", "test_sweep", "test_cluster", "test_model_registry", "test_faults")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        return LONGEST_FIRST.index(module) if module in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the other files keep their order
+
+
 @pytest.fixture
 def raw_shard_with_bad_samples(tmp_path) -> tuple[Path, ShardInfo]:
     """A one-shard raw 32x32x1 set: six good samples, then one a byte short, one with three channels and one stored

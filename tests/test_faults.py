@@ -27,16 +27,8 @@ from gan.training.checkpoint import META_FILE, STATE_FILE, load_checkpoint
 from gan.training.models import ModelShape
 from gan.training.state import TrainState
 from tests.helpers import clean_env
-from tests.job_runs import (
-    complete_checkpoints,
-    expected_steps,
-    finish,
-    start_training,
-    steps_of,
-    the_run,
-    train_command,
-    wait_for_checkpoint,
-)
+from tests.job_runs import (complete_checkpoints, expected_steps, finish, start_training, steps_of, the_run,
+    train_command, wait_for_checkpoint)
 
 UNEVEN_SIZES = [7, 260, 33, 150, 91, 400, 12, 300, 200, 164]  # 1,617 training digits in very unequal shards
 BAD_SHARD = 3  # holds one image of each bad kind below, among 145 good ones

@@ -9,19 +9,8 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.helpers import REPO
-from tests.mlflow_ui import (
-    CHROMIUM,
-    browser_page,
-    chart_card,
-    image_size,
-    open_artifact,
-    open_model_metrics,
-    open_runs_table,
-    plotted_line_count,
-    sample_grid,
-    slide_to_last_step,
-    table_rows,
-)
+from tests.mlflow_ui import (CHROMIUM, browser_page, chart_card, image_size, open_artifact, open_model_metrics,
+    open_runs_table, plotted_line_count, sample_grid, slide_to_last_step, table_rows)
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not Path(CHROMIUM).exists(),

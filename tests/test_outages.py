@@ -14,16 +14,8 @@ from gan.shards.batches import plan_epoch
 from gan.shards.manifest import read_manifest
 from gan.training.checkpoint import STATE_FILE
 from tests.helpers import BUCKET, S3_ACCESS_KEY, S3_SECRET_KEY, clean_env
-from tests.job_runs import (
-    complete_checkpoints,
-    expected_steps,
-    finish,
-    start_training,
-    steps_of,
-    the_run,
-    train_command,
-    wait_for_checkpoint,
-)
+from tests.job_runs import (complete_checkpoints, expected_steps, finish, start_training, steps_of, the_run,
+    train_command, wait_for_checkpoint)
 from tests.services import free_port, start_mlflow_server, start_seaweedfs
 
 SHARDS = f"s3://{BUCKET}/digits"
