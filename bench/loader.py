@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import secrets
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,7 +28,9 @@ from gan.shards.manifest import read_manifest
 from gan.shards.reader import DataHealth, ReadPolicy
 from gan.shards.sources import ImageSet, load_digits
 from gan.shards.writer import copy_shards, write_shards
-from tests.services import start_seaweedfs
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: its test servers are not installed
+from tests.services import start_seaweedfs  # noqa: E402
 
 
 def samples_per_second(root: str, passes: int) -> float:

@@ -22,9 +22,10 @@ from mlflow import MlflowClient
 
 from gan.shards.sources import load_digits
 from gan.shards.writer import write_shards
-from tests.services import start_ray_head, start_ray_node
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the repository: its test servers are not installed
+from tests.services import start_ray_head, start_ray_node  # noqa: E402
 
 
 def main() -> None:

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loader import samples_per_second  # noqa: E402  (bench/loader.py beside this file)
+from loader import samples_per_second  # noqa: E402  (bench/loader.py beside this file; it puts the repo on the path)
 
 from gan.config import TrainConfig, parse  # noqa: E402
 from gan.run.launch import prepare, run  # noqa: E402
