@@ -50,7 +50,10 @@ def raw_shard_with_bad_samples(tmp_path) -> tuple[Path, ShardInfo]:
 @pytest.fixture(scope="session")
 def digits_shards(tmp_path_factory) -> Path:
     """All 1,797 digits at 32x32x1 in 100-image shards (17 train, 2 holdout)."""
-    out = tmp_path_factory.mktemp("digits")
+    return _write_digit_shards(tmp_path_factory.mktemp("digits"))
+
+
+def _write_digit_shards(out: Path) -> Path:
     write_shards(load_digits(32, 1), str(out), samples_per_shard=100, holdout_fraction=0.1, seed=0)
     return out
 
@@ -114,8 +117,8 @@ def swept(local_ray, tmp_path_factory) -> Path:
     with FileLock(str(shared / "sweep.lock")):
         if not (work / "finished").exists():
             shutil.rmtree(work, ignore_errors=True)
-            write_shards(load_digits(32, 1), str(work / "shards"), samples_per_shard=100, holdout_fraction=0.1, seed=0)
-            result = subprocess.run(sweep_command(work / "shards", work), cwd=work, capture_output=True, text=True,
+            shards = _write_digit_shards(work / "shards")  # the same set as `digits_shards`, in the shared folder
+            result = subprocess.run(sweep_command(shards, work), cwd=work, capture_output=True, text=True,
                                     timeout=900, env=clean_env())
             assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
             (work / "finished").touch()

@@ -3,16 +3,8 @@ import pytest
 import torch
 
 from gan.metrics.classifier import ensure_reference, load_split
-from gan.metrics.quality import (
-    evaluate_generator,
-    floor,
-    frechet_distance,
-    kernel_inception_distance,
-    memorised_share,
-    precision_recall,
-    quality_of_features,
-    quality_of_images,
-)
+from gan.metrics.quality import (evaluate_generator, floor, frechet_distance, kernel_inception_distance,
+                                 memorised_share, precision_recall, quality_of_features, quality_of_images)
 from gan.shards.batches import normalise, plan_epoch, rank_batches
 from gan.shards.manifest import read_manifest
 from gan.training.models import ModelShape

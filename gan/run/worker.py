@@ -17,31 +17,16 @@ from typing import Any
 
 import ray.train
 import torch
-from ray.train import (
-    Checkpoint,
-    CheckpointConfig,
-    CheckpointUploadMode,
-    FailureConfig,
-    LoggingConfig,
-    RunConfig,
-    ScalingConfig,
-    UserCallback,
-)
+from ray.train import (Checkpoint, CheckpointConfig, CheckpointUploadMode, FailureConfig, LoggingConfig, RunConfig,
+                       ScalingConfig, UserCallback)
 from ray.train.torch import TorchTrainer, prepare_model
 
 from gan.config import TrainConfig, from_dict, to_dict
 from gan.metrics.classifier import load_run_reference
 from gan.metrics.quality import evaluate_generator, floor
 from gan.shards import storage
-from gan.shards.batches import (
-    BatchStream,
-    joined_batches,
-    normalise,
-    plan_epoch,
-    planned_ranks_of,
-    rank_batches,
-    share_weight,
-)
+from gan.shards.batches import (BatchStream, joined_batches, normalise, plan_epoch, planned_ranks_of, rank_batches,
+                                share_weight)
 from gan.shards.loader_processes import process_batches
 from gan.shards.manifest import Manifest, read_manifest
 from gan.shards.reader import DataHealth, ReadPolicy

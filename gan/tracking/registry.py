@@ -118,8 +118,12 @@ def run_models(client: MlflowClient, run_id: str, unfinished: bool = False) -> l
         if not (token := page.token):
             break
     if not unfinished:
-        models = [m for m in models if m.status == LoggedModelStatus.READY]
+        models = [m for m in models if _ready(m)]
     return sorted(models, key=lambda m: (model_metric(m, RANK_METRIC), -m.creation_timestamp))
+
+
+def _ready(model) -> bool:
+    return model.status == LoggedModelStatus.READY
 
 
 def model_metric(model, key: str) -> float:
@@ -136,7 +140,7 @@ def prune(tracking_uri: str, run_id: str, keep: int) -> int:
 
     client = MlflowClient(tracking_uri)
     everything = run_models(client, run_id, unfinished=True)
-    models = [m for m in everything if m.status == LoggedModelStatus.READY]
+    models = [m for m in everything if _ready(m)]
     newest = max(models, key=lambda m: m.creation_timestamp, default=None)
     kept = {newest.model_id} if newest else set()
     for model in models:  # best first
