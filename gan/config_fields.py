@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import difflib
 import math
+import os
 import types
 import typing
 from dataclasses import field
@@ -152,3 +153,17 @@ def _unknown_flags(unknown: list[str], flags: list[str]) -> str:
         named.append(f"{flag}" + (f" (did you mean {close[0]}?)" if close else ""))
     return (f"unknown flag{'s' if len(named) > 1 else ''}: {', '.join(named) or ' '.join(unknown)}; run with --help "
             f"for the list")
+
+
+def absolute(path: str) -> str:
+    """Local paths become absolute so Ray workers (other cwd) see the same place; URIs stay as they are."""
+    return path if "://" in path else str(Path(path).expanduser().resolve())
+
+
+def resolve_tracking_uri(given: str) -> str:
+    """--tracking-uri as every job reads it: the flag, else MLFLOW_TRACKING_URI, else sqlite:///mlruns.db; a
+    relative sqlite path made absolute, so every process that gets it finds the same file."""
+    tracking = given or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlruns.db"
+    if tracking.startswith("sqlite:///") and not tracking.startswith("sqlite:////"):
+        tracking = "sqlite:///" + absolute(tracking.removeprefix("sqlite:///"))
+    return tracking

@@ -14,6 +14,19 @@ LR_D_RATIO = "lr_d_ratio"  # a sweep-only axis: the trial's lr_d is lr x this (1
 DEFAULT_SEARCH = "lr=loguniform(5e-5,1e-3) latent_dim=32,64,100,128"
 # Every trial's name, summary row and the parent's best.* tags show these, searched or not; other axes are extras.
 TRIAL_SETTINGS = ("lr", "latent_dim", LR_D_RATIO)
+# Training fields --search refuses, and why: every trial must share them for the comparison (and the sweep's
+# bookkeeping) to hold.
+UNSEARCHABLE: dict[str, str] = {
+    "lr_d": "search lr_d_ratio, D's learning rate as a multiple of G's (e.g. lr_d_ratio=1,4)",
+    **dict.fromkeys(("epochs", "kimg", "tick_kimg"), "every trial runs the same --epochs (and --kimg, --tick-kimg), "
+                                                     "which ASHA and PBT schedule by"),
+    **dict.fromkeys(("quality_every", "quality_samples"), "trials are ranked on quality/fid_domain, measured the same "
+                                                           "way for all"),
+    **dict.fromkeys(("shards", "resolution", "s3_endpoint_url", "tracking", "tracking_uri", "artifact_root",
+                     "experiment", "run_name", "storage_path", "max_failures", "keep_models", "register",
+                     "register_as", "min_workers", "num_workers", "elastic_resize_seconds"),
+                    "it is the sweep's own setting, shared by every trial"),
+}
 
 
 @dataclass(frozen=True)
@@ -27,8 +40,7 @@ class Distribution:
         return f"{self.kind}({self.low:g},{self.high:g})"
 
 
-def parse_search(text: str, train_config: type, unsearchable: dict[str, str], grid: bool
-                 ) -> dict[str, list | Distribution]:
+def parse_search(text: str, train_config: type, grid: bool) -> dict[str, list | Distribution]:
     """--search as {field: values or a distribution}, in the order given; every value (and both ends of every
     range) typed and range-checked as its own flag would be. Raises ConfigError naming the axis at fault."""
     fields = {f.name: f for f in dataclasses.fields(train_config)}
@@ -41,10 +53,10 @@ def parse_search(text: str, train_config: type, unsearchable: dict[str, str], gr
         if not spec:
             raise ConfigError(f"--search {pair!r}: write FIELD=V1,V2 or FIELD=loguniform(LOW,HIGH), e.g. "
                               f"--search 'lr=loguniform(5e-5,1e-3) beta1=0.5,0.8'")
-        if name in unsearchable or name in axes:
-            raise ConfigError(f"--search {name}: " + (unsearchable[name] if name in unsearchable else "given twice"))
+        if name in UNSEARCHABLE or name in axes:
+            raise ConfigError(f"--search {name}: " + (UNSEARCHABLE[name] if name in UNSEARCHABLE else "given twice"))
         if name != LR_D_RATIO and name not in fields:
-            allowed = ", ".join(sorted({*fields, LR_D_RATIO} - set(unsearchable)))
+            allowed = ", ".join(sorted({*fields, LR_D_RATIO} - set(UNSEARCHABLE)))
             raise ConfigError(f"--search {name}: no such training field; searchable: {allowed}")
         axes[name] = _search_axis(name, spec, fields.get(name), train_config, grid)
     return axes
