@@ -1,7 +1,10 @@
 """A logged generator whose process died before it was finalised (a trial ASHA stopped, a killed worker) stays
 PENDING in MLflow, possibly without files. Nobody is handed it as a run's generator, and the run's next prune
 deletes it."""
+import pytest
 from mlflow import MlflowClient
+from mlflow.entities import LoggedModelStatus
+from mlflow.exceptions import MlflowException
 
 from gan.tracking import registry
 from gan.training.models import ModelShape, build_models
@@ -28,3 +31,20 @@ def test_a_generator_left_unfinished_is_never_chosen_and_the_next_prune_deletes_
 
     assert registry.prune(tracking, run_id, keep=2) == 1  # room for two, but the unfinished one goes
     assert [m.model_id for m in registry.run_models(client, run_id, unfinished=True)] == [measured]
+
+
+def test_a_generator_whose_measurement_cannot_be_linked_to_it_is_never_ready(tmp_path):
+    """The measurement is linked before the model is marked READY, so a READY generator always carries the metrics
+    it was logged for. (A name MLflow refuses stands in for a process killed between the two calls.)"""
+    tracking = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    client = MlflowClient(tracking)
+    run = client.create_run(client.create_experiment("unlinked", artifact_location=str(tmp_path / "artifacts")))
+    generator, _ = build_models(SHAPE)
+
+    with pytest.raises(MlflowException, match="Invalid value"):
+        registry.upload(tracking, run.info.run_id, registry.save_local(generator, SHAPE), step=5, tags={},
+                        metrics={registry.RANK_METRIC: 900.0, "not a name?": 1.0})
+
+    assert registry.run_models(client, run.info.run_id) == []
+    (failed,) = registry.run_models(client, run.info.run_id, unfinished=True)
+    assert failed.status == LoggedModelStatus.FAILED

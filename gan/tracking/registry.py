@@ -76,7 +76,7 @@ def upload(tracking_uri: str, run_id: str, directory: Path, step: int, tags: dic
     split so that the export stays in the training thread and the network calls go to the logger thread. If the
     model cannot be stored, the metrics are still logged (unlinked) before the error is raised."""
     client = MlflowClient(tracking_uri)
-    model = None
+    model, linked = None, False
     try:
         run = client.get_run(run_id)
         model = client.create_logged_model(run.info.experiment_id, name=LOGGED_MODEL_NAME, source_run_id=run_id,
@@ -86,22 +86,30 @@ def upload(tracking_uri: str, run_id: str, directory: Path, step: int, tags: dic
                                                                           model.artifact_location)
         described.save(str(directory / "MLmodel"))
         client.log_model_artifacts(model.model_id, str(directory))
+        # Linked before it is READY: a process killed in between (a trial ASHA stops) leaves the model PENDING,
+        # which run_models never hands out, instead of READY without the measurement it was logged for.
+        _log_measurement(client, run_id, metrics, step, model.model_id)
+        linked = True
         client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
         client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=step)])
     except Exception:
         if model is not None:
             with contextlib.suppress(Exception):
                 client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
-        model = None
+        if not linked:
+            _log_measurement(client, run_id, metrics, step, None)
         raise
     finally:
         shutil.rmtree(directory.parent, ignore_errors=True)
-        now = int(time.time() * 1000)
-        linked = model.model_id if model is not None else None
-        if metrics:
-            client.log_batch(run_id, metrics=[Metric(key, float(value), now, step, model_id=linked)
-                                              for key, value in metrics.items()])
     return model.model_id
+
+
+def _log_measurement(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int,
+                     model_id: str | None) -> None:
+    if metrics:
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric(key, float(value), now, step, model_id=model_id)
+                                          for key, value in metrics.items()])
 
 
 def run_models(client: MlflowClient, run_id: str, unfinished: bool = False) -> list:
