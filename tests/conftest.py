@@ -50,11 +50,29 @@ def raw_shard_with_bad_samples(tmp_path) -> tuple[Path, ShardInfo]:
 @pytest.fixture(scope="session")
 def digits_shards(tmp_path_factory) -> Path:
     """All 1,797 digits at 32x32x1 in 100-image shards (17 train, 2 holdout)."""
-    return _write_digit_shards(tmp_path_factory.mktemp("digits"))
+    return _write_digit_shards(tmp_path_factory.mktemp("digits"), tmp_path_factory)
 
 
-def _write_digit_shards(out: Path) -> Path:
-    write_shards(load_digits(32, 1), str(out), samples_per_shard=100, holdout_fraction=0.1, seed=0)
+def _session_folder(tmp_path_factory) -> Path:
+    """The folder every pytest worker of this session sees (pytest-N/, above each worker's own)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def _write_digit_shards(out: Path, tmp_path_factory) -> Path:
+    """The digits set, with its cached quality reference beside it as a second run would find it: the session
+    trains the classifier once (about 35 CPU-seconds on 2 cores) and every copy of the set reuses it.
+    test_quality.py trains it on copies of its own, and checks what the cache holds."""
+    from gan.metrics.classifier import ensure_reference
+
+    manifest = write_shards(load_digits(32, 1), str(out), samples_per_shard=100, holdout_fraction=0.1, seed=0)
+    shared = _session_folder(tmp_path_factory)
+    trained = shared / manifest.reference_name
+    with FileLock(str(shared / "quality-reference.lock")):
+        if not trained.exists():
+            ensure_reference(str(out), manifest)
+            shutil.copyfile(out / manifest.reference_name, trained)
+    shutil.copyfile(trained, out / manifest.reference_name)
     return out
 
 
@@ -111,13 +129,12 @@ def swept(local_ray, tmp_path_factory) -> Path:
 
     It runs beside this session's other Ray (`local_ray`), as two jobs on one workstation would: with two clusters on
     a machine, the trials that ASHA stops must still give their CPUs back (gan/run/ray_session.py), or the sweep hangs."""
-    base = tmp_path_factory.getbasetemp()
-    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # pytest-N/, above each worker's own
+    shared = _session_folder(tmp_path_factory)
     work = shared / "sweep"
     with FileLock(str(shared / "sweep.lock")):
         if not (work / "finished").exists():
             shutil.rmtree(work, ignore_errors=True)
-            shards = _write_digit_shards(work / "shards")  # the same set as `digits_shards`, in the shared folder
+            shards = _write_digit_shards(work / "shards", tmp_path_factory)  # the `digits_shards` set, shared
             result = subprocess.run(sweep_command(shards, work), cwd=work, capture_output=True, text=True,
                                     timeout=900, env=clean_env())
             assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]

@@ -184,6 +184,9 @@ def test_an_elastic_run_shrinks_when_a_node_is_lost_and_grows_back_when_one_join
     joined = None
     try:
         job.wait_for_first_checkpoint()
+        # An elastic run starts on the workers Ray's (20 s old) view of the cluster has room for: on a busy machine a
+        # node started just above may not be in it yet, and the run then grows to 2 ranks at a resize check.
+        _wait_until(lambda: 2.0 in job.values("cluster/world_size"), 300)
         nodes["by_name"][job.node_of_rank(1)].stop()  # no spare node: the run must go on with one rank
         _wait_until(lambda: 1.0 in job.values("cluster/world_size"), 300)
         assert 1.0 in job.values("cluster/world_size"), job.values("cluster/world_size")
@@ -194,9 +197,11 @@ def test_an_elastic_run_shrinks_when_a_node_is_lost_and_grows_back_when_one_join
         if joined is not None:
             joined.stop()
     final, sizes = job.run(), job.values("cluster/world_size")
-    shrunk, grown = sizes.index(1.0), len(sizes) - sizes[::-1].index(1.0)
-    assert sizes[0] == 2.0 and grown < len(sizes) and set(sizes[grown:]) == {2.0}, sizes  # 2, then 1, then 2 again
-    assert shrunk > 0 and final.info.status == "FINISHED"
+    full = sizes.index(2.0)
+    shrunk, grown = sizes.index(1.0, full), len(sizes) - sizes[::-1].index(1.0)
+    assert set(sizes[full:shrunk]) == {2.0} and set(sizes[shrunk:grown]) == {1.0}, sizes  # 2, then 1 ...
+    assert grown < len(sizes) and set(sizes[grown:]) == {2.0}, sizes  # ... then 2 again
+    assert final.info.status == "FINISHED"
     assert job.values("fault/restarts") == [1.0]  # the loss; growing back is no fault
     assert "-> 2 ranks" in final.data.tags["cluster.grew_at"]
     # The schedule is the full group's at every size: every window and every epoch end, none missing.

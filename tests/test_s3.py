@@ -10,7 +10,9 @@ import uuid
 
 import boto3
 import pytest
+import torch
 
+from gan.metrics.classifier import ensure_reference
 from gan.shards import storage
 from gan.shards.batches import rank_samples
 from gan.shards.manifest import read_manifest
@@ -56,12 +58,17 @@ def _read_all(prefix: str, policy: ReadPolicy = FAST_RETRY) -> tuple[list[str], 
 
 
 def test_shards_stream_from_s3_exactly_as_from_disk(s3_env, digits_shards):
+    local = read_manifest(str(digits_shards))
+    reference, _ = ensure_reference(str(digits_shards), local)
     prefix = _upload(digits_shards)
     keys, health = _read_all(prefix)
     local_keys, _ = _read_all(str(digits_shards))
     assert sorted(keys) == sorted(local_keys) and len(keys) == 1617
     assert (health.bad_shards, health.skipped_samples) == (0, 0)
-    assert read_manifest(prefix).dataset_hash == read_manifest(str(digits_shards)).dataset_hash
+    assert read_manifest(prefix).dataset_hash == local.dataset_hash
+    # The set's cached quality reference came along: a run on the copy loads it instead of training the classifier.
+    copied, built = ensure_reference(prefix, read_manifest(prefix))
+    assert not built and torch.equal(copied.holdout_features, reference.holdout_features)
 
 
 @pytest.mark.parametrize("damage, lost", [

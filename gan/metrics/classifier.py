@@ -79,7 +79,7 @@ class QualityReference:
 
 
 def reference_location(shards_root: str, manifest: Manifest) -> str:
-    return storage.join(shards_root, f"quality-{manifest.dataset_hash}.pt")
+    return storage.join(shards_root, manifest.reference_name)
 
 
 class ReferenceOutdated(ValueError):

@@ -43,6 +43,12 @@ class Manifest:
         return digest.hexdigest()[:16]
 
     @property
+    def reference_name(self) -> str:
+        """The file beside the shards that caches this set's quality reference (gan/metrics/classifier.py): keyed
+        by the data set's hash, so it is valid wherever the same shards are."""
+        return f"quality-{self.dataset_hash}.pt"
+
+    @property
     def image_spec(self) -> ImageSpec:
         return ImageSpec(self.resolution, self.channels, self.image_format)
 

@@ -4,6 +4,7 @@ Each sample is two tar members, {key}.{raw|png} (gan/shards/image_codec.py) and 
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import tarfile
@@ -99,7 +100,8 @@ def write_shards(data: ImageSet, out: str, samples_per_shard: int, holdout_fract
 
 
 def copy_shards(source: str, out: str) -> Manifest:
-    """Copy a shard set (e.g. a local folder to s3://), verifying every shard's sha256; the manifest goes last."""
+    """Copy a shard set (e.g. a local folder to s3://), verifying every shard's sha256; the manifest goes last. The
+    set's cached quality reference goes along when there is one, so runs on the copy do not train it again."""
     manifest = read_manifest(source)
     shards = [shard for split in manifest.splits.values() for shard in split]
     for shard in tqdm(shards, desc=f"copying shards to {out}", unit="shard"):
@@ -108,5 +110,8 @@ def copy_shards(source: str, out: str) -> Manifest:
             raise ManifestError(f"{storage.join(source, shard.name)} does not match the sha256 in its manifest; "
                                 f"rebuild the shards with jobs.make_shards")
         storage.write_bytes(storage.join(out, shard.name), body)
+    with contextlib.suppress(FileNotFoundError):
+        storage.write_bytes(storage.join(out, manifest.reference_name),
+                            storage.read_bytes(storage.join(source, manifest.reference_name)))
     write_manifest(out, manifest)
     return manifest
