@@ -19,9 +19,11 @@ from gan.shards.writer import tar_bytes, write_shards
 from tests.helpers import BUCKET, S3_ACCESS_KEY, S3_SECRET_KEY, clean_env, sweep_command
 
 
-# The files that take longest (mostly waiting on Ray, servers and timers) start first, so that neither of the two
-# pytest workers is left alone with a long file at the end; the sweep's readers run after it (they wait for it).
-LONGEST_FIRST = ("test_outages", "test_multinode", "test_sweep", "test_cluster", "test_model_registry", "test_faults")
+# The files that take longest start first, longest first, so that neither of the two pytest workers is left alone
+# with a long file at the end (pyproject.toml's --no-loadscope-reorder keeps this order; xdist would otherwise sort
+# files by their number of tests). The multi-node file, mostly waiting on Ray's timers, overlaps the CPU-bound sweep;
+# the sweep's readers run after it (they wait for it). Times: tests/README.md.
+LONGEST_FIRST = ("test_multinode", "test_sweep", "test_outages", "test_cluster", "test_faults", "test_model_registry")
 
 
 def pytest_collection_modifyitems(items):
