@@ -1,6 +1,7 @@
 """How a job's config is read: dataclass fields declared with `option` (help text and range checks), filled from
 defaults, then a YAML file (`--config`), then CLI flags; every value typed and range-checked by `validate`, which
 also runs the config's own `check()`. A ConfigError names the flag and the fix, before any Ray or MLflow work.
+`absolute` and `resolve_tracking_uri` resolve path values the same way in every process that reads a config.
 
 Why a small hand-written layer and not pydantic (installed with Ray and MLflow) plus tyro or jsonargparse (a new
 dependency): docs/configuration.md, "Why this config code".
