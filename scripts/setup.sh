@@ -14,8 +14,9 @@ if [ ! -f "$stamp" ]; then
   # pip compiles every installed file to bytecode in one process (35 s of a 54 s install on 2 cores); compileall
   # does the same on every core (19 s). Its status is ignored, as pip ignores the same errors: a few files inside
   # the packages are written for newer Pythons (e.g. torch/testing/_internal/py312_intrinsics.py).
-  .venv/bin/python -m pip install --no-compile -e ".[test]" > .venv/install.log 2>&1 || { tail -40 .venv/install.log; exit 1; }
-  .venv/bin/python -m compileall -q -j 0 "$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" \
-    > .venv/compile.log 2>&1 || true
+  .venv/bin/python -m pip install --no-compile -e ".[test]" > .venv/install.log 2>&1 \
+    || { tail -40 .venv/install.log; exit 1; }
+  packages=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
+  .venv/bin/python -m compileall -q -j 0 "$packages" > .venv/compile.log 2>&1 || true
   rm -f .venv/.installed-* && touch "$stamp"
 fi
