@@ -182,7 +182,7 @@ def start_mlflow_server(backend_store_uri: str, artifacts_destination: str, log_
                "--backend-store-uri", backend_store_uri, "--artifacts-destination", artifacts_destination,
                "--workers", "1"]
     # Without MLflow's job runner (seven huey consumer processes, for its GenAI scorers, which nothing here uses):
-    # with it, /health answers tens of seconds later on 2 busy cores (measured in tests/README.md).
+    # they cost 8 CPU-seconds more at each start, and on 2 busy cores /health came 45 s later (tests/README.md).
     server_env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ, **(env or {})}
     if "AWS_ENDPOINT_URL" in server_env:
         server_env.setdefault("MLFLOW_S3_ENDPOINT_URL", server_env["AWS_ENDPOINT_URL"])
