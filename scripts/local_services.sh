@@ -25,10 +25,10 @@ trap stop EXIT
 setsid "$bin/weed" mini -dir="$dir/seaweedfs" -ip=127.0.0.1 -ip.bind=127.0.0.1 -s3.port="$s3_port" \
   -bucket="$bucket" -webdav=false -admin.ui=false -master.telemetry=false > "$dir/weed.log" 2>&1 &
 pids+=($!)
-# MLflow's job runner (huey consumers, for its GenAI scorers) is not used here, and it holds /health back for tens of
-# seconds on 2 cores.
-MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false setsid "$bin/mlflow" server --host 127.0.0.1 --port "$mlflow_port" --workers 1 \
-  --backend-store-uri "sqlite:///$dir/mlflow.db" --artifacts-destination "s3://$bucket/mlartifacts" \
+# MLflow's job runner (seven huey processes, for its GenAI scorers) is not used here; it costs about 8 CPU-seconds
+# at each start (tests/README.md).
+MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false setsid "$bin/mlflow" server --host 127.0.0.1 --port "$mlflow_port" \
+  --workers 1 --backend-store-uri "sqlite:///$dir/mlflow.db" --artifacts-destination "s3://$bucket/mlartifacts" \
   > "$dir/mlflow.log" 2>&1 &
 pids+=($!)
 

@@ -71,10 +71,11 @@ def _write_digit_shards(out: Path, tmp_path_factory) -> Path:
     shared = _session_folder(tmp_path_factory)
     trained = shared / manifest.reference_name
     with FileLock(str(shared / "quality-reference.lock")):
-        if not trained.exists():
+        if trained.exists():
+            shutil.copyfile(trained, out / manifest.reference_name)
+        else:
             ensure_reference(str(out), manifest)
             shutil.copyfile(out / manifest.reference_name, trained)
-    shutil.copyfile(trained, out / manifest.reference_name)
     return out
 
 
