@@ -25,7 +25,8 @@ class TrainConfig:
 
     # data
     shards: str = option("data/mnist", "Folder or s3:// prefix holding shards.json and the tar shards.")
-    resolution: int = option(32, "Image side in pixels; must match the shards.", choices=(32, 64))
+    resolution: int = option(0, "Image side in pixels; 0 = the shards' own (else it must match them).",
+                             choices=(0, 32, 64))
     shuffle_buffer: int = option(1000, "Samples held in the in-stream shuffle buffer.", min=1)
     loader_workers_per_rank: int = option(0, "Data-loader processes (torch DataLoader workers) per rank that read and "
                                              "decode its shards; 0 = in the training process, best on CPUs.",
@@ -38,8 +39,9 @@ class TrainConfig:
     # schedule, counted in images (gan/training/schedule.py); a run ends at whichever bound comes first
     kimg: float = option(0.0, f"Length in kimg (0 = --epochs only; neither: {DEFAULT_KIMG:g}).", min=0.0, max=1e7)
     epochs: int = option(0, "Data epochs (0 = --kimg only); a resume continues up to it.", min=0, max=100_000)
-    tick_kimg: float = option(10.0, "Thousands of images between reports (metrics, grid, checkpoint); an epoch end "
-                                    "also reports. 0 = one per epoch.", min=0.0)
+    tick_kimg: float = option(10.0, "Thousands of images between reports (metrics, grid, checkpoint); also at every "
+                                    "epoch end with --epochs, else at one half a tick or more after the last. 0 = one "
+                                    "per epoch.", min=0.0)
     steps_per_epoch: int = option(0, "Cap on steps per epoch, for smoke runs (0 = a full pass).", min=0)
     batch_size: int = option(32, "Images per step on each worker.", min=2, max=65_536)
     seed: int = option(0, "Seed for weights, fixed noise and shard order.", min=0)
@@ -133,7 +135,8 @@ class ShardConfig:
     channels: int = option(1, "1 = grey, 3 = RGB.", choices=(1, 3))
     image_format: str = option("raw", "raw (uint8 bytes: the loader keeps up with a GPU) or png (smaller, viewable).",
                                choices=IMAGE_FORMATS)
-    samples_per_shard: int = option(1000, "Images per tar shard (make at least a few shards per worker).", min=1)
+    samples_per_shard: int = option(0, "Images per tar shard; 0 = up to 1,000, fewer in a small set so that its "
+                                       "train split makes at least 16 shards.", min=0)
     holdout_fraction: float = option(0.1, "Share held out for quality metrics (MNIST: its test set).", min=0.0, lt=1.0)
     seed: int = option(0, "Seed of the train/holdout split, the subset and shard order.", min=0)
     tasks: int = option(0, "Ray tasks that decode and write a --from-folder build over the cluster; 0 = this "

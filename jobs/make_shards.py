@@ -16,7 +16,22 @@ from gan.shards.manifest import ManifestError
 from gan.shards.mnist import DatasetUnavailable
 from gan.shards.sources import load_dataset, load_folder, stratified_subset
 from gan.shards.storage import StorageError
-from gan.shards.writer import copy_shards, write_shards
+from gan.shards.writer import DEFAULT_SHARD_SAMPLES, SKIPPED_FILES, copy_shards, write_shards
+
+SHOWN_SKIPS = 3
+
+
+def report_skipped(out: str, folder: str, unreadable: list[str]) -> None:
+    """The count of files PIL could not decode, the first few with their reasons, and where the full list went."""
+    if not unreadable:
+        return
+    from gan.shards import storage
+
+    listing = storage.join(out, SKIPPED_FILES)
+    storage.write_bytes(listing, ("\n".join(unreadable) + "\n").encode())
+    print(f"make_shards: skipped {len(unreadable)} unreadable image files in {folder} (all listed in {listing}):")
+    for line in unreadable[:SHOWN_SKIPS]:
+        print(f"  {line}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,21 +51,23 @@ def main(argv: list[str] | None = None) -> int:
                 config.holdout_fraction, config.seed, config.image_format, config.max_images, config.tasks,
                 endpoint=storage.endpoint_url())
             print(f"make_shards: Ray tasks on {nodes} node(s) wrote the shards")
-            if unreadable:
-                print(f"make_shards: skipped {unreadable} unreadable image files in {config.from_folder}")
+            report_skipped(out, config.from_folder, unreadable)
         else:
             data = (load_folder(config.from_folder, config.resolution, config.channels) if config.from_folder
                     else load_dataset(config.dataset, config.resolution, config.channels, config.cache_dir))
-            if data.unreadable:
-                print(f"make_shards: skipped {data.unreadable} unreadable image files in {config.from_folder}")
             data = stratified_subset(data, config.max_images, config.seed)
             manifest = write_shards(data, out, config.samples_per_shard, config.holdout_fraction, config.seed,
                                     config.image_format)
+            report_skipped(out, config.from_folder, data.unreadable)
     except (ConfigError, ManifestError, StorageError, DatasetUnavailable, FileNotFoundError, ValueError) as error:
         print(f"make_shards: {error}", file=sys.stderr)
         return 2
     counts = ", ".join(f"{split}: {len(shards)} shards / {manifest.sample_count(split)} images"
                        for split, shards in manifest.splits.items())
+    largest = manifest.shards("train")[0].samples
+    if not (config.upload_from or config.samples_per_shard) and largest < DEFAULT_SHARD_SAMPLES:
+        print(f"make_shards: a small set: {len(manifest.shards('train'))} train shards of up to {largest} images, "
+              f"so that every rank and loader process gets some (--samples-per-shard sets the size)")
     print(f"make_shards: wrote {out} ({counts}; {manifest.resolution}px x {manifest.channels}ch, "
           f"{manifest.image_format}; dataset hash {manifest.dataset_hash})")
     return 0

@@ -65,3 +65,27 @@ def sweep_command(shards: Path, work: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "jobs.sweep", "--shards", str(shards), *TINY_SWEEP, "--run-name", "sw",
             "--tracking-uri", f"sqlite:///{work / 'mlruns.db'}", "--artifact-root", str(work / "mlartifacts"),
             "--storage-path", str(work / "ray"), *extra]
+
+
+def export_digits(out: Path, layout: str) -> Path:
+    """The 1,797 digits as 8x8 PNGs the way a user's folder holds them (bench/export_folder.py): one sub-folder per
+    class, listed class by class (`classes`), or one folder without labels (`flat`)."""
+    from bench.export_folder import export, packaged_images
+
+    export(*packaged_images("digits", ""), out, layout)
+    return out
+
+
+def write_unshuffled_shards(data, out: Path, samples_per_shard: int = 100) -> Path:
+    """`data`'s images in 100-image shards in the order the source lists them, all train (what make_shards wrote for
+    a class folder before it shuffled): shards of one or two classes each."""
+    import numpy as np
+
+    from gan.shards.writer import ShardPlan, finish_manifest, new_manifest, write_shard
+
+    plans = [ShardPlan("train", f"train-{n:06d}.tar", np.arange(start, min(start + samples_per_shard, len(data.images))))
+             for n, start in enumerate(range(0, len(data.images), samples_per_shard))]
+    written = [write_shard(str(out), plan, data.images[plan.indices], data.labels[plan.indices], "raw",
+                           len(data.class_names)) for plan in plans]
+    finish_manifest(str(out), new_manifest(data, "raw"), plans, written)
+    return out

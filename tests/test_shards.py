@@ -86,7 +86,9 @@ def test_image_folder_with_class_subfolders_becomes_rgb_shards(tmp_path):
             Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(tmp_path / "in" / label / f"{i}.png")
     (tmp_path / "in" / "dogs" / "broken.jpg").write_bytes(b"not an image")
     data = load_folder(str(tmp_path / "in"), resolution=32, channels=3)
-    assert data.images.shape == (12, 32, 32, 3) and data.class_names == ["cats", "dogs"] and data.unreadable == 1
+    assert data.images.shape == (12, 32, 32, 3) and data.class_names == ["cats", "dogs"]
+    assert len(data.unreadable) == 1 and data.unreadable[0].startswith(f"{tmp_path / 'in' / 'dogs' / 'broken.jpg'}: ")
+    assert "cannot identify image file" in data.unreadable[0]  # PIL's reason, named
     manifest = write_shards(data, str(tmp_path / "out"), samples_per_shard=4, holdout_fraction=0.25, seed=0)
     assert manifest.channels == 3 and [len(manifest.shards(s)) for s in ("train", "holdout")] == [3, 1]
     images = [image for image, _, _ in rank_samples(str(tmp_path / "out"), tuple(manifest.shards("train")),

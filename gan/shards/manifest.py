@@ -21,6 +21,9 @@ class ShardInfo:
     name: str
     samples: int
     sha256: str
+    # Samples per class index (Manifest.class_names), so a trainer can see unmixed shards without reading them;
+    # None in manifests written before histograms were recorded.
+    classes: tuple[int, ...] | None = None
 
 
 @dataclass
@@ -76,8 +79,13 @@ class Manifest:
         if body.get("image_format", "png") not in IMAGE_FORMATS:
             raise ManifestError(f"{MANIFEST_NAME} stores images as {body['image_format']!r}, this code reads "
                                 f"{', '.join(IMAGE_FORMATS)}; rebuild the shards with jobs.make_shards")
-        body["splits"] = {split: [ShardInfo(**s) for s in shards] for split, shards in body["splits"].items()}
+        body["splits"] = {split: [_shard_info(s) for s in shards] for split, shards in body["splits"].items()}
         return cls(**body)
+
+
+def _shard_info(body: dict) -> ShardInfo:
+    classes = body.pop("classes", None)
+    return ShardInfo(**body, classes=None if classes is None else tuple(classes))
 
 
 def write_manifest(root: str, manifest: Manifest) -> None:

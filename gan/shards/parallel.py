@@ -23,11 +23,12 @@ def _decode(paths: list, resolution: int, channels: int) -> list:
 
 
 @ray.remote(num_cpus=1)
-def _write(out: str, plan: ShardPlan, images: np.ndarray, labels: np.ndarray, image_format: str, endpoint: str):
+def _write(out: str, plan: ShardPlan, images: np.ndarray, labels: np.ndarray, image_format: str, num_classes: int,
+           endpoint: str):
     from gan.shards import storage
 
     storage.configure(endpoint)  # each task runs in a worker process on any node of the cluster
-    return write_shard(out, plan, images, labels, image_format), ray.get_runtime_context().get_node_id()
+    return write_shard(out, plan, images, labels, image_format, num_classes), ray.get_runtime_context().get_node_id()
 
 
 def _chunks(items: list, count: int) -> list[list]:
@@ -44,12 +45,12 @@ def load_folder_parallel(folder: str, resolution: int, channels: int, tasks: int
 
 def build_from_folder(folder: str, out: str, resolution: int, channels: int, samples_per_shard: int,
                       holdout_fraction: float, seed: int, image_format: str, max_images: int, tasks: int,
-                      endpoint: str = "") -> tuple[Manifest, int, int]:
-    """The shard set of an image folder, built by Ray tasks; returns its manifest, the unreadable-file count and
-    how many Ray nodes wrote shards."""
+                      endpoint: str = "") -> tuple[Manifest, list[str], int]:
+    """The shard set of an image folder, built by Ray tasks; returns its manifest, the unreadable files (path:
+    reason) and how many Ray nodes wrote shards."""
     data = stratified_subset(load_folder_parallel(folder, resolution, channels, tasks), max_images, seed)
     plans = plan_shards(data, samples_per_shard, holdout_fraction, seed)
     results = ray.get([_write.remote(out, plan, data.images[plan.indices], data.labels[plan.indices], image_format,
-                                     endpoint) for plan in plans])
+                                     len(data.class_names), endpoint) for plan in plans])
     manifest = finish_manifest(out, new_manifest(data, image_format), plans, [shard for shard, _ in results])
     return manifest, data.unreadable, len({node for _, node in results})

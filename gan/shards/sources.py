@@ -6,7 +6,7 @@ train/test split (MNIST) says which images are held out.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ class ImageSet:
     labels: np.ndarray  # (N,) int
     class_names: list[str]
     source: str
-    unreadable: int = 0  # files skipped because PIL could not decode them
+    unreadable: list[str] = field(default_factory=list)  # "path: reason" of each file PIL could not decode
     holdout: np.ndarray | None = None  # (N,) bool: the source's own held-out split; None = split at random
 
 
@@ -49,17 +49,26 @@ def stratified_subset(data: ImageSet, max_images: int, seed: int) -> ImageSet:
     train = np.flatnonzero(~data.holdout) if data.holdout is not None else np.arange(len(data.images))
     if max_images <= 0 or max_images >= len(train):
         return data
-    rng = np.random.default_rng(seed)
-    labels, counts = np.unique(data.labels[train], return_counts=True)
-    shares = max_images * counts / len(train)
-    quotas = np.floor(shares).astype(int)
-    quotas[np.argsort(quotas - shares)[:max_images - quotas.sum()]] += 1  # largest remainders: exactly max_images
-    keep = [rng.choice(train[data.labels[train] == label], size=quota, replace=False)
-            for label, quota in zip(labels, quotas)]
-    chosen = np.sort(np.concatenate(keep + ([np.flatnonzero(data.holdout)] if data.holdout is not None else [])))
+    keep = train[stratified_choice(data.labels[train], max_images, np.random.default_rng(seed))]
+    chosen = np.sort(np.concatenate([keep] + ([np.flatnonzero(data.holdout)] if data.holdout is not None else [])))
     return ImageSet(data.images[chosen], data.labels[chosen], data.class_names, f"{data.source}, {max_images} train "
                     f"images (stratified, seed {seed})", data.unreadable,
                     None if data.holdout is None else data.holdout[chosen])
+
+
+def stratified_choice(labels: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    """Positions of `count` of these labels (all of them if fewer), drawn at random with each label's share kept
+    (largest remainders, so exactly `count`), in random order."""
+    labels = np.asarray(labels)
+    if count >= len(labels):
+        return rng.permutation(len(labels))
+    values, counts = np.unique(labels, return_counts=True)
+    shares = count * counts / len(labels)
+    quotas = np.floor(shares).astype(int)
+    quotas[np.argsort(quotas - shares)[:count - quotas.sum()]] += 1
+    chosen = [rng.choice(np.flatnonzero(labels == value), size=quota, replace=False)
+              for value, quota in zip(values, quotas)]
+    return rng.permutation(np.concatenate(chosen))
 
 
 def _to_array(image: Image.Image, resolution: int, channels: int) -> np.ndarray:
@@ -108,26 +117,27 @@ def list_folder(folder: str) -> FolderListing:
     return FolderListing(root, paths, labels, [name for name, _ in groups])
 
 
-def decode_files(paths: list[Path], resolution: int, channels: int) -> list[np.ndarray | None]:
-    """Each file as a (resolution, resolution, channels) uint8 array, or None where PIL cannot decode it."""
-    decoded: list[np.ndarray | None] = []
+def decode_files(paths: list[Path], resolution: int, channels: int) -> list[np.ndarray | str]:
+    """Each file as a (resolution, resolution, channels) uint8 array, or, where PIL cannot decode it, the reason."""
+    decoded: list[np.ndarray | str] = []
     for path in paths:
         try:
             with Image.open(path) as image:
                 decoded.append(_to_array(image, resolution, channels))
-        except (OSError, ValueError):
-            decoded.append(None)
+        except (OSError, ValueError) as error:
+            decoded.append(f"{type(error).__name__}: {error}")
     return decoded
 
 
-def folder_image_set(listing: FolderListing, decoded: list[np.ndarray | None]) -> ImageSet:
-    """The ImageSet of a listed folder from its decoded files (in listing order); unreadable ones counted."""
-    kept = [i for i, image in enumerate(decoded) if image is not None]
+def folder_image_set(listing: FolderListing, decoded: list[np.ndarray | str]) -> ImageSet:
+    """The ImageSet of a listed folder from its decoded files (in listing order); unreadable ones named."""
+    kept = [i for i, image in enumerate(decoded) if not isinstance(image, str)]
     if not kept:
         raise ValueError(f"--from-folder {listing.root}: no readable images ({', '.join(sorted(IMAGE_SUFFIXES))}) "
                          f"found")
     return ImageSet(np.stack([decoded[i] for i in kept]), np.asarray([listing.labels[i] for i in kept], np.int64),
-                    listing.class_names, f"folder:{listing.root.resolve()}", len(decoded) - len(kept))
+                    listing.class_names, f"folder:{listing.root.resolve()}",
+                    [f"{path}: {reason}" for path, reason in zip(listing.paths, decoded) if isinstance(reason, str)])
 
 
 def load_folder(folder: str, resolution: int, channels: int) -> ImageSet:

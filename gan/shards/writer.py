@@ -1,6 +1,8 @@
 """Writes an ImageSet as WebDataset tar shards ({split}-000000.tar ...) plus the manifest that describes them.
 
-Each sample is two tar members, {key}.{raw|png} (gan/shards/image_codec.py) and {key}.cls.
+Each sample is two tar members, {key}.{raw|png} (gan/shards/image_codec.py) and {key}.cls. Every split is written
+in a seeded random order, whatever order the source lists its images in (a class folder lists them class by class),
+so each shard holds about its split's class mix; shards.json records each shard's class histogram.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from gan.shards import storage
+from gan.shards.class_mix import class_histogram
 from gan.shards.image_codec import encode_image
 from gan.shards.manifest import Manifest, ManifestError, ShardInfo, read_manifest, write_manifest
 from gan.shards.sources import ImageSet
@@ -34,15 +37,31 @@ def tar_bytes(samples: Iterable[tuple[str, str, bytes, int]]) -> bytes:
     return buffer.getvalue()
 
 
+# Shard sizes when none is given: up to DEFAULT_SHARD_SAMPLES, but a train split smaller than MIN_TRAIN_SHARDS
+# such shards is cut into MIN_TRAIN_SHARDS smaller ones, so a small set still feeds every rank and loader process
+# of a modest cluster (400 images: 16 shards of 23, not one of 400).
+DEFAULT_SHARD_SAMPLES = 1000
+MIN_TRAIN_SHARDS = 16
+SKIPPED_FILES = "unreadable-files.txt"  # beside the shards: each source file the build could not decode, and why
+
+
 def split_indices(count: int, holdout_fraction: float, seed: int,
                   holdout: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Train and holdout image indices: the source's own split when it has one (MNIST's test set), else a seeded
-    random `holdout_fraction`."""
+    """Train and holdout image indices, each split in a seeded random order: the source's own split when it has one
+    (MNIST's test set), else a seeded random `holdout_fraction`."""
+    rng = np.random.default_rng(seed)
     if holdout is not None:
-        return {"train": np.flatnonzero(~holdout), "holdout": np.flatnonzero(holdout)}
-    order = np.random.default_rng(seed).permutation(count)
+        return {"train": rng.permutation(np.flatnonzero(~holdout)), "holdout": rng.permutation(np.flatnonzero(holdout))}
+    order = rng.permutation(count)
     holdout = int(round(count * holdout_fraction))
-    return {"train": np.sort(order[holdout:]), "holdout": np.sort(order[:holdout])}
+    return {"train": order[holdout:], "holdout": order[:holdout]}
+
+
+def shard_size(split: str, count: int, samples_per_shard: int) -> int:
+    """Samples per shard of a split: `samples_per_shard` when given (> 0), else the default for its size."""
+    if samples_per_shard:
+        return samples_per_shard
+    return max(1, min(DEFAULT_SHARD_SAMPLES, -(-count // MIN_TRAIN_SHARDS))) if split == "train" else DEFAULT_SHARD_SAMPLES
 
 
 @dataclass(frozen=True)
@@ -58,17 +77,20 @@ def plan_shards(data: ImageSet, samples_per_shard: int, holdout_fraction: float,
     """Every shard of the set, split by split; the same data, sizes and seed always give the same plan."""
     plans = []
     for split, indices in split_indices(len(data.images), holdout_fraction, seed, data.holdout).items():
-        for number, start in enumerate(range(0, len(indices), samples_per_shard)):
-            plans.append(ShardPlan(split, f"{split}-{number:06d}.tar", indices[start:start + samples_per_shard]))
+        size = shard_size(split, len(indices), samples_per_shard)
+        for number, start in enumerate(range(0, len(indices), size)):
+            plans.append(ShardPlan(split, f"{split}-{number:06d}.tar", indices[start:start + size]))
     return plans
 
 
-def write_shard(out: str, plan: ShardPlan, images: np.ndarray, labels: np.ndarray, image_format: str) -> ShardInfo:
+def write_shard(out: str, plan: ShardPlan, images: np.ndarray, labels: np.ndarray, image_format: str,
+                num_classes: int) -> ShardInfo:
     """Encode and write one whole shard; `images` and `labels` are the plan's, in its order."""
     body = tar_bytes((f"{plan.split}-{i:07d}", image_format, encode_image(image, image_format), label)
                      for i, image, label in zip(plan.indices, images, labels))
     storage.write_bytes(storage.join(out, plan.name), body)
-    return ShardInfo(name=plan.name, samples=len(plan.indices), sha256=hashlib.sha256(body).hexdigest())
+    return ShardInfo(name=plan.name, samples=len(plan.indices), sha256=hashlib.sha256(body).hexdigest(),
+                     classes=class_histogram(labels, num_classes))
 
 
 def new_manifest(data: ImageSet, image_format: str) -> Manifest:
@@ -94,7 +116,7 @@ def write_shards(data: ImageSet, out: str, samples_per_shard: int, holdout_fract
     with tqdm(total=len(data.images), desc=f"writing shards to {out}", unit="img") as progress:
         for plan in plans:
             written.append(write_shard(out, plan, data.images[plan.indices], data.labels[plan.indices],
-                                       image_format))
+                                       image_format, len(data.class_names)))
             progress.update(len(plan.indices))
     return finish_manifest(out, new_manifest(data, image_format), plans, written)
 

@@ -1,0 +1,61 @@
+"""How well a shard set's classes are mixed: each shard's class histogram against its split's.
+
+A rank reads its shards one after another through a shuffle buffer, so a shard that holds one class gives batches
+of mostly one class (a 10-class folder written in listing order: 60% of a batch from one class, against 19% on
+mixed shards) and halves the generator's quality. The writer shuffles every split; this check catches shard sets
+written otherwise (older builds, other tools) before a run trains on them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from gan.shards.manifest import ShardInfo
+
+# Shards are "unmixed" when their mean distance from the split's class mix is this many times what shards of the
+# same sizes drawn at random from the split show, plus a margin for tiny shards. Class-sorted shards score ~20x.
+SKEW_TOLERANCE = 2.0
+SKEW_MARGIN = 0.05
+
+
+def class_histogram(labels: np.ndarray, num_classes: int) -> tuple[int, ...]:
+    """Samples per class index; labels outside [0, num_classes) are not counted."""
+    labels = np.asarray(labels)
+    labels = labels[(labels >= 0) & (labels < num_classes)]
+    return tuple(int(count) for count in np.bincount(labels, minlength=num_classes))
+
+
+def _distance(counts: np.ndarray, shares: np.ndarray) -> float:
+    """Total-variation distance between a shard's class shares and the split's."""
+    return 0.5 * float(np.abs(counts / max(1, counts.sum()) - shares).sum())
+
+
+@dataclass(frozen=True)
+class ClassMix:
+    shards: int
+    mean_distance: float  # from the split's class shares, averaged over shards
+    random_distance: float  # the same for shards of the same sizes drawn at random from the split
+    fewest_classes: int  # classes present in the least mixed shard
+
+    @property
+    def skewed(self) -> bool:
+        return self.mean_distance > SKEW_TOLERANCE * self.random_distance + SKEW_MARGIN
+
+    def describe(self) -> str:
+        return (f"shards differ from their split's class mix by {self.mean_distance:.2f} on average (total "
+                f"variation; shards drawn at random would show {self.random_distance:.2f}); the least mixed holds "
+                f"{self.fewest_classes} classes")
+
+
+def class_mix(shards: list[ShardInfo], seed: int = 0) -> ClassMix | None:
+    """The split's mix, or None when there is nothing to judge: fewer than two classes, or shards written before
+    histograms were recorded."""
+    if not shards or any(shard.classes is None for shard in shards) or len(shards[0].classes) < 2:
+        return None
+    counts = np.array([shard.classes for shard in shards], dtype=np.int64)
+    shares = counts.sum(0) / max(1, counts.sum())
+    rng = np.random.default_rng(seed)
+    random = [_distance(rng.multinomial(max(1, int(row.sum())), shares), shares) for row in counts for _ in range(4)]
+    return ClassMix(len(shards), float(np.mean([_distance(row, shares) for row in counts])), float(np.mean(random)),
+                    int(min((row > 0).sum() for row in counts)))
