@@ -1,12 +1,16 @@
 """The quality metric is trustworthy: ~0 for real vs real, large for noise and mode collapse, falling as G learns."""
+from dataclasses import replace
+
+import numpy as np
 import pytest
 import torch
 
 from gan.metrics.classifier import ensure_reference, load_split
-from gan.metrics.quality import (evaluate_generator, floor, frechet_distance, kernel_inception_distance,
+from gan.metrics.quality import (FLOOR_DRAWS, evaluate_generator, floor, frechet_distance, kernel_inception_distance,
                                  memorised_share, precision_recall, quality_of_features, quality_of_images)
 from gan.shards.batches import normalise, plan_epoch, rank_batches
 from gan.shards.manifest import read_manifest
+from gan.shards.sources import stratified_choice
 from gan.training.models import ModelShape
 from gan.training.state import TrainState
 from gan.training.step import train_step
@@ -47,6 +51,26 @@ def test_classifier_is_cached_per_shard_set_and_accurate(reference, digits_shard
     again, built = ensure_reference(str(digits_shards), read_manifest(str(digits_shards)))
     assert not built and again.dataset_hash == reference.dataset_hash
     assert reference.test_accuracy > 0.9  # measured 0.97 on the 180 held-out digits
+
+
+def test_a_reference_from_an_older_version_is_rebuilt_and_says_so(digits_shards, tmp_path, capsys):
+    import io
+    import shutil
+
+    from gan.metrics.classifier import REFERENCE_FORMAT, reference_location
+
+    shards = tmp_path / "shards"
+    shutil.copytree(digits_shards, shards)
+    manifest = read_manifest(str(shards))
+    location = reference_location(str(shards), manifest)
+    saved = torch.load(location, weights_only=True)
+    buffer = io.BytesIO()  # what format 3 wrote: a floor taken from the holdout's first images, no labels to sample by
+    torch.save({**{k: v for k, v in saved.items() if k != "holdout_labels"}, "format": 3}, buffer)
+    (shards / manifest.reference_name).write_bytes(buffer.getvalue())
+    rebuilt, built = ensure_reference(str(shards), manifest)
+    assert built and len(rebuilt.holdout_labels) == len(rebuilt.holdout_features)
+    assert f"has format 3, this code reads {REFERENCE_FORMAT}: building it again" in capsys.readouterr().err
+    assert not ensure_reference(str(shards), manifest)[1]  # the rebuilt one is cached
 
 
 def test_real_against_a_disjoint_real_split_is_near_zero(holdout_quality):
@@ -96,10 +120,32 @@ def test_kid_is_unbiased_near_zero_for_one_distribution_and_positive_for_a_shift
 def test_the_floor_is_measured_at_the_generated_sample_count(reference):
     at_100 = floor(reference, 100)
     assert at_100["quality/floor_samples"] == 100
-    assert at_100["quality/fid_domain_floor"] == pytest.approx(
-        quality_of_features(reference, reference.holdout_features[:100])["quality/fid_domain"])
+    draws = [stratified_choice(reference.holdout_labels.numpy(), 100, np.random.default_rng([0, draw]))
+             for draw in range(FLOOR_DRAWS)]
+    assert at_100["quality/fid_domain_floor"] == pytest.approx(np.mean(
+        [quality_of_features(reference, reference.holdout_features[chosen])["quality/fid_domain"] for chosen in draws]))
+    chosen = draws[0]
+    # A random sample with each class's share of the holdout: 100 of its 180 digits, each class rounded up or down.
+    share = 100 * np.bincount(reference.holdout_labels.numpy(), minlength=10) / 180
+    taken = np.bincount(reference.holdout_labels[chosen].numpy(), minlength=10)
+    assert np.all((taken == np.floor(share)) | (taken == np.ceil(share))) and taken.sum() == 100
     # More than the holdout holds (180 digits): measured on all of it, and the count says so.
     assert floor(reference, 1000)["quality/floor_samples"] == len(reference.holdout_features) == 180
+
+
+def test_a_class_sorted_holdout_gives_the_floor_of_a_shuffled_one_not_of_its_first_class(reference):
+    order = torch.argsort(reference.holdout_labels, stable=True)  # the holdout a class folder used to write
+    by_class = replace(reference, holdout_features=reference.holdout_features[order],
+                       holdout_labels=reference.holdout_labels[order])
+    shuffled_order = torch.randperm(len(order), generator=torch.Generator().manual_seed(1))
+    shuffled = replace(reference, holdout_features=reference.holdout_features[shuffled_order],
+                       holdout_labels=reference.holdout_labels[shuffled_order])
+    sorted_floor = floor(by_class, 60)["quality/fid_domain_floor"]
+    shuffled_floor = floor(shuffled, 60)["quality/fid_domain_floor"]
+    assert shuffled_floor / 2 < sorted_floor < 2 * shuffled_floor
+    # What a prefix in manifest order gave: the first 60 of a sorted holdout hold three classes, far off the data.
+    prefix = quality_of_features(reference, by_class.holdout_features[:60])["quality/fid_domain"]
+    assert prefix > 5 * sorted_floor
 
 
 def test_memorised_share_flags_copies_of_training_images_and_not_new_ones(reference):

@@ -6,10 +6,15 @@ the real training shards and measure generated images in its penultimate-layer f
 The reference (weights, real feature statistics, the held-out images' features for the real-vs-real floor) is saved
 beside the shards, named by the shards' dataset hash. The classifier never sees the holdout in training: its
 features on images it has seen would flatter the real side of any comparison.
+
+A set without labels (a flat folder: one class) gets the same network trained self-supervised instead, at the same
+cost (gan/metrics/feature_tasks.py says what each space's network learns, docs/quality.md which ranks generators
+as the classifier does).
 """
 from __future__ import annotations
 
 import io
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -17,12 +22,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from gan.metrics.feature_tasks import CLASSIFIER, head_size, holdout_score, task_loss
 from gan.shards import storage
 from gan.shards.batches import normalise, rank_samples
 from gan.shards.manifest import Manifest
 from gan.shards.reader import DataHealth, ReadPolicy
 
-REFERENCE_FORMAT = 3
+# 4: the floor samples the holdout at random by class (holdout_labels), and unlabelled sets get a label-free space.
+REFERENCE_FORMAT = 4
 FEATURE_DIM = 64
 MAX_REFERENCE_FEATURES = 10_000  # real train features kept for precision/recall, KID and the memorisation check
 # The classifier's training is capped so it stays a small part of a run: on MNIST, 3 passes over 20,000 images
@@ -60,17 +67,24 @@ class QualityReference:
 
     dataset_hash: str
     channels: int
-    num_classes: int
+    num_classes: int  # outputs of the network's head (gan/metrics/feature_tasks.py: head_size)
+    feature_space: str  # gan/metrics/feature_tasks.py: CLASSIFIER, ROTATION or CONTRASTIVE
     classifier_state: dict
     test_accuracy: float
     real_mean: torch.Tensor  # (FEATURE_DIM,) float64
     real_cov: torch.Tensor  # (FEATURE_DIM, FEATURE_DIM) float64
     real_features: torch.Tensor  # (<= MAX_REFERENCE_FEATURES, FEATURE_DIM) float64, a seeded sample of train
     holdout_features: torch.Tensor  # (holdout images, FEATURE_DIM) float64, in manifest order
+    holdout_labels: torch.Tensor  # (holdout images,) int64: class labels (all 0 in an unlabelled set)
     train_seconds: float
     statistics_images: int  # train images behind real_mean/real_cov
     statistics_unseen: bool  # True when the classifier was not fitted on them (see train_reference)
     problems: list[str] = field(default_factory=list)  # bad shards skipped while building it (such one is not cached)
+
+    @property
+    def description(self) -> str:
+        return ("domain classifier" if self.feature_space == CLASSIFIER
+                else f"{self.feature_space} encoder (self-supervised: the set has no classes)")
 
     def classifier(self) -> DomainClassifier:
         model = DomainClassifier(self.channels, self.num_classes)
@@ -106,21 +120,30 @@ def feature_statistics(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return features.mean(0), torch.cov(features.T)
 
 
+# The space a set without labels is measured in (gan/metrics/feature_tasks.py; chosen in docs/quality.md).
+LABEL_FREE_SPACE = "rotation"
+
+
+def feature_space_for(manifest: Manifest) -> str:
+    """Labelled sets are measured in a class classifier's features, unlabelled ones in LABEL_FREE_SPACE."""
+    return CLASSIFIER if len(manifest.class_names) >= 2 else LABEL_FREE_SPACE
+
+
 def train_reference(shards_root: str, manifest: Manifest, epochs: int = CLASSIFIER_EPOCHS,
-                    max_images: int = CLASSIFIER_MAX_IMAGES, seed: int = 0, strict: bool = True) -> QualityReference:
-    """Fit the classifier on (at most `max_images` of) the train split, test it on the holdout split, and keep the
-    real statistics of the train images it was not fitted on (all of them for a small set) and the holdout's
-    features."""
-    if len(manifest.class_names) < 2:
-        raise ValueError(f"the shards at {shards_root} have {len(manifest.class_names)} class; the domain classifier "
-                         f"needs labelled classes (one sub-folder per class) — or run with --quality-every 0")
+                    max_images: int = CLASSIFIER_MAX_IMAGES, seed: int = 0, strict: bool = True,
+                    space: str = "") -> QualityReference:
+    """Fit the network on (at most `max_images` of) the train split at its space's task, score it on the holdout
+    split, and keep the real statistics of the train images it was not fitted on (all of them for a small set) and
+    the holdout's features."""
+    space = space or feature_space_for(manifest)
     start = time.perf_counter()
     torch.manual_seed(seed)
     shifts = np.random.default_rng(seed)
     health = DataHealth()
     images, labels = load_split(shards_root, manifest, "train", strict, health)
     test_images, test_labels = load_split(shards_root, manifest, "holdout", strict, health)
-    model = DomainClassifier(manifest.channels, len(manifest.class_names))
+    outputs = head_size(space, len(manifest.class_names))
+    model = DomainClassifier(manifest.channels, outputs)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
     # The classifier is fitted on up to max_images train images; the real statistics come from the others when at
     # least as many are left (MNIST: fitted on 20,000, statistics of 40,000), so the reference, the holdout and the
@@ -135,19 +158,16 @@ def train_reference(shards_root: str, manifest: Manifest, epochs: int = CLASSIFI
         for batch in fit[torch.randperm(len(fit))].split(64):
             # Small random shifts: the generator's digits are not centred exactly as the scans are.
             shift = tuple(int(s) for s in shifts.integers(-2, 3, size=2))
-            shifted = torch.roll(images[batch], shifts=shift, dims=(2, 3))
-            loss = nn.functional.cross_entropy(model(shifted), labels[batch])
+            loss = task_loss(model, torch.roll(images[batch], shifts=shift, dims=(2, 3)), labels[batch], space)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-    model.eval()
-    with torch.no_grad():
-        accuracy = (model(test_images).argmax(1) == test_labels).double().mean().item()
+    accuracy = holdout_score(model, test_images, test_labels, space, seed)
     features = model.features(images[statistics])
     mean, cov = feature_statistics(features)
     keep = torch.randperm(len(features), generator=torch.Generator().manual_seed(seed))[:MAX_REFERENCE_FEATURES]
-    return QualityReference(manifest.dataset_hash, manifest.channels, len(manifest.class_names), model.state_dict(),
-                            accuracy, mean, cov, features[keep], model.features(test_images),
+    return QualityReference(manifest.dataset_hash, manifest.channels, outputs, space, model.state_dict(),
+                            accuracy, mean, cov, features[keep], model.features(test_images), test_labels.clamp(min=0),
                             time.perf_counter() - start, len(statistics), statistics is rest, health.problems)
 
 
@@ -160,8 +180,10 @@ def save_reference(reference: QualityReference, location: str) -> None:
 def load_reference(location: str) -> QualityReference:
     """weights_only=True: a reference file from a shared bucket cannot run code when loaded."""
     saved = torch.load(io.BytesIO(storage.read_bytes(location)), map_location="cpu", weights_only=True)
-    if saved.pop("format", None) != REFERENCE_FORMAT:
-        raise ReferenceOutdated(f"{location} was written by another version of this code")
+    written = saved.pop("format", None)
+    if written != REFERENCE_FORMAT:
+        raise ReferenceOutdated(f"the quality reference {location} has format {written}, this code reads "
+                                f"{REFERENCE_FORMAT}")
     return QualityReference(**saved)
 
 
@@ -174,10 +196,13 @@ def ensure_reference(shards_root: str, manifest: Manifest, strict: bool = True) 
     location = reference_location(shards_root, manifest)
     try:
         return load_reference(location), False
-    except (FileNotFoundError, ReferenceOutdated):
-        reference = train_reference(shards_root, manifest, strict=strict)
-        save_reference(reference, partial_location(location) if reference.problems else location)
-        return reference, True
+    except FileNotFoundError:
+        pass
+    except ReferenceOutdated as outdated:  # never measured against: its floor or features would differ
+        print(f"{outdated}: building it again", file=sys.stderr, flush=True)
+    reference = train_reference(shards_root, manifest, strict=strict)
+    save_reference(reference, partial_location(location) if reference.problems else location)
+    return reference, True
 
 
 def partial_location(location: str) -> str:
@@ -197,17 +222,17 @@ def prepare_reference(shards_root: str, manifest: Manifest, strict: bool, job: s
     """Train (or load the cached) quality reference before Ray starts, say which on the console, and return what
     the MLflow run records about it: the classifier's holdout accuracy, the images behind the real statistics, and
     how many bad shards it skipped."""
-    import sys
-
     reference, built = ensure_reference(shards_root, manifest, strict=strict)
-    print(f"{job}: domain classifier for quality metrics {'trained' if built else 'loaded'} "
-          f"(holdout accuracy {reference.test_accuracy:.3f})", flush=True)
+    print(f"{job}: {reference.description} for quality metrics {'trained' if built else 'loaded'} "
+          f"(holdout {'' if reference.feature_space == CLASSIFIER else reference.feature_space + ' '}accuracy "
+          f"{reference.test_accuracy:.3f})", flush=True)
     facts = {}
     if reference.problems:
         print(f"{job}: the quality reference skipped {len(reference.problems)} bad shard(s) and is not cached "
               f"(rebuilt once they are fixed; --strict fails instead): {'; '.join(reference.problems)}",
               file=sys.stderr, flush=True)
         facts["quality.reference_bad_shards"] = str(len(reference.problems))
+    facts["quality.feature_space"] = reference.feature_space
     facts["quality.classifier_test_accuracy"] = f"{reference.test_accuracy:.4f}"
     facts["quality.reference_images"] = (f"{reference.statistics_images} train images"
                                          + (" the classifier was not fitted on" if reference.statistics_unseen
