@@ -1,5 +1,6 @@
-"""The schedule in images: ticks every --tick-kimg and at every epoch end, bounded by --kimg or --epochs, and a
-resume that continues mid-epoch with the batches an uninterrupted run would have taken."""
+"""The schedule in images: ticks every --tick-kimg and at epoch ends (a run counted in kimg groups short epochs whole
+into ticks), bounded by --kimg or --epochs, and a resume that continues mid-epoch with the batches an uninterrupted run
+would have taken."""
 import math
 
 import pytest
@@ -12,11 +13,21 @@ from gan.training.schedule import build_schedule
 SHARDS = [ShardInfo(f"train-{i:06d}.tar", 100, "") for i in range(10)]  # 1,000 images
 
 
-def test_ticks_longer_than_an_epoch_report_once_per_epoch_as_before():
-    schedule = build_schedule(SHARDS, 2, 16, 0, 0, epochs=3, kimg=0, tick_kimg=10)
-    per_epoch = [plan_epoch(SHARDS, 2, 16, epoch, 0).steps for epoch in range(3)]
-    assert [tick.steps for tick in schedule.ticks] == per_epoch
-    assert [tick.epoch for tick in schedule.ticks] == [0, 1, 2] and all(t.ends_epoch for t in schedule.ticks)
+def test_a_run_counted_in_kimg_groups_short_epochs_whole_into_ticks_of_about_tick_kimg():
+    # Global batch 32: 10-step ticks (0.32 kimg); 100 images make 3-step epochs (50 a rank, 16 a step).
+    small = [ShardInfo(f"train-{i:06d}.tar", 25, "") for i in range(4)]
+    per_epoch = plan_epoch(small, 2, 16, 0, 0).steps
+    schedule = build_schedule(small, 2, 16, 0, 0, epochs=0, kimg=3.84, tick_kimg=0.32)  # 120 steps: 40 epochs
+    assert per_epoch == 3 and schedule.total_steps == 40 * per_epoch
+    assert all(segment.ends_epoch and segment.offset == 0 and segment.steps == per_epoch
+               for tick in schedule.ticks for segment in tick.segments)
+    # Each report comes at the first epoch end at least half a tick after the last one: 20 reports, not 40.
+    assert len(schedule.ticks) == 20 and all(5 <= tick.steps <= 10 for tick in schedule.ticks)
+    assert [tick.epochs_done for tick in schedule.ticks][-1] == 40
+    # A run counted in epochs (sweeps: ASHA and PBT decide at epochs), or --tick-kimg 0, reports at every epoch end.
+    for epochs, kimg, tick_kimg in ((40, 0, 0.32), (0, 3.84, 0)):
+        ticks = build_schedule(small, 2, 16, 0, 0, epochs=epochs, kimg=kimg, tick_kimg=tick_kimg).ticks
+        assert [tick.epochs_done for tick in ticks] == list(range(1, 41))
 
 
 def test_kimg_bounds_the_run_and_ticks_fall_every_tick_kimg_and_at_epoch_ends():
@@ -24,18 +35,22 @@ def test_kimg_bounds_the_run_and_ticks_fall_every_tick_kimg_and_at_epoch_ends():
     schedule = build_schedule(SHARDS, 2, 16, 0, 0, epochs=0, kimg=2.0, tick_kimg=0.2)
     assert schedule.total_steps == math.ceil(2000 / 32)
     ends = [tick.end_step for tick in schedule.ticks]
-    epoch_ends = {t.end_step for t in schedule.ticks if t.ends_epoch}
-    # Every 7 steps and at the epoch ends (31, 62) and the end (63); 63 is also a boundary, 1 step after epoch 2.
-    assert ends == sorted(set(range(7, schedule.total_steps, 7)) | epoch_ends | {schedule.total_steps})
-    assert epoch_ends == {31, 62}
+    # Every 7 steps; epoch 1 ends at 31, 3 steps after the report at 28 (under half a tick): no report there, the
+    # tick 28-35 spans the epoch end. Epoch 2 ends at 62, 6 steps after 56: a report. The end (63) is 1 step later.
+    assert ends == [7, 14, 21, 28, 35, 42, 49, 56, 62, 63]
+    spanning = schedule.ticks[4]
+    assert [(s.epoch, s.offset, s.steps, s.ends_epoch) for s in spanning.segments] == [(0, 28, 3, True),
+                                                                                      (1, 0, 4, False)]
     assert [t.index for t in schedule.ticks] == list(range(1, len(ends) + 1))
-    # Offsets restart at each epoch and add up to the epoch's planned steps.
-    for epoch in {t.epoch for t in schedule.ticks[:-1]}:
-        ticks = [t for t in schedule.ticks if t.epoch == epoch]
-        assert ticks[0].offset == 0 and all(a.offset + a.steps == b.offset for a, b in zip(ticks, ticks[1:]))
+    # Every epoch's segments start at 0 and add up to its planned steps.
+    segments = [s for t in schedule.ticks for s in t.segments]
+    for epoch in (0, 1):
+        mine = [s for s in segments if s.epoch == epoch]
+        assert mine[0].offset == 0 and all(a.offset + a.steps == b.offset for a, b in zip(mine, mine[1:]))
+        assert sum(s.steps for s in mine) == plan_epoch(SHARDS, 2, 16, epoch, 0).steps
 
 
-def test_no_stub_tick_follows_an_epoch_end():
+def test_a_run_counted_in_epochs_reports_every_epoch_end_and_no_stub_tick_follows_one():
     # 30-step epochs, 7-step ticks: the boundary at 35 is kept (5 steps after epoch 1's end is not under half a
     # tick) but 63 is skipped (3 steps after epoch 2's end at 60), so the next tick ends at 70.
     shards = [ShardInfo(f"train-{i:06d}.tar", 100, "") for i in range(3)]
@@ -56,7 +71,7 @@ def test_a_resume_continues_from_the_checkpoint_step_even_if_the_tick_length_cha
     before = build_schedule(SHARDS, 1, 10, 0, 0, epochs=2, kimg=0, tick_kimg=0.03)  # 3-step ticks
     after = build_schedule(SHARDS, 1, 10, 0, 0, epochs=2, kimg=0, tick_kimg=0.05)  # resumed with 5-step ticks
     left = after.remaining(before.ticks[0].end_step)  # checkpoint at step 3
-    assert left[0].start_step == 3 and left[0].offset == 3 and left[0].steps == 2
+    assert left[0].start_step == 3 and left[0].segments[0].offset == 3 and left[0].steps == 2
     assert sum(t.steps for t in left) == after.total_steps - 3
 
 

@@ -73,11 +73,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     start_step, last, quality = state.step, schedule.ticks[-1], {}
     for tick in schedule.remaining(state.step):
         timer.start_loop()
-        for images, _labels in batches.take(tick.epoch, tick.offset, tick.steps):
+        for images, _labels in batches.take_segments(tick.segments):
             with timer.step():
                 stats = train_step(state, _to_device(images, run.device, config.channels_last), bf16=config.bf16)
             windows.add(stats, state.step, last_of_tick=state.step == tick.end_step)
-        state.epoch = tick.epoch + 1 if tick.ends_epoch else state.epoch
+        state.epoch = tick.epochs_done
         metrics = {"epoch": state.epoch, "tick": tick.index, "kimg": state.step * schedule.images_per_step / 1000,
                    "cluster/world_size": run.world_size, **timer.finish(tick.steps * schedule.images_per_step),
                    **sum_across_ranks(batches.health.unreported_metrics())}

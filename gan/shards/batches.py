@@ -201,3 +201,8 @@ class BatchStream:
         for batch in itertools.islice(self._batches, steps):
             self._position += 1
             yield batch
+
+    def take_segments(self, segments) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of a tick's segments (gan/training/schedule.py), one epoch's span after another."""
+        for segment in segments:
+            yield from self.take(segment.epoch, segment.offset, segment.steps)

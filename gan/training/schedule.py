@@ -1,12 +1,15 @@
 """A run's length and its report points ("ticks"), counted in images as StyleGAN2-ADA counts kimg, so one config
-means the same on 1,797 images and on 10 million.
+means the same on 400 images and on 10 million.
 
 A run ends at --kimg thousand images or after --epochs data epochs, whichever comes first (either may be 0 = no
 bound). It reports (progress line, metrics, sample grid, checkpoint, one `ray.train.report` per rank) every
---tick-kimg thousand images and at the end of every data epoch, whichever comes first, so a short epoch (the digits)
-still reports once per epoch as before and a long one (MNIST: 60,000 images) reports several times inside it. A tick
-boundary less than half a tick after an epoch's start is skipped, so an epoch end is not followed by a stub tick.
-Epochs stay what the data reader deals shards by (gan/shards/batches.py). Pure arithmetic: every rank computes the same ticks.
+--tick-kimg thousand images, so a long epoch (MNIST: 60,000 images) reports several times inside it, and at epoch
+ends: at every one when the run is counted in epochs (--epochs given, as sweeps are: ASHA and PBT decide there) or
+--tick-kimg is 0; otherwise only at one that comes half a tick or more after the last report. A run counted in kimg
+on a small set (400 images: 300 epochs in the default 120 kimg) thus groups whole epochs into ticks of about
+--tick-kimg instead of reporting hundreds of times. A boundary less than half a tick after an epoch-end report is
+skipped, so no stub tick follows one. Epochs stay what the data reader deals shards by (gan/shards/batches.py). Pure
+arithmetic: every rank computes the same ticks.
 """
 from __future__ import annotations
 
@@ -18,17 +21,34 @@ from gan.shards.manifest import ShardInfo
 
 
 @dataclass(frozen=True)
+class Segment:
+    """Consecutive steps of one data epoch inside a tick."""
+
+    epoch: int  # the data epoch (0-based) whose batches these are
+    offset: int  # steps of that epoch taken before this segment
+    steps: int
+    ends_epoch: bool
+
+
+@dataclass(frozen=True)
 class Tick:
     index: int  # 1-based report number
-    epoch: int  # the data epoch (0-based) whose batches this tick trains on
-    offset: int  # steps of that epoch taken before this tick
-    steps: int
+    segments: tuple[Segment, ...]  # one, unless a kimg-counted run groups short epochs
     start_step: int  # global optimiser steps completed before this tick
-    ends_epoch: bool
+
+    @property
+    def steps(self) -> int:
+        return sum(segment.steps for segment in self.segments)
 
     @property
     def end_step(self) -> int:
         return self.start_step + self.steps
+
+    @property
+    def epochs_done(self) -> int:
+        """Data epochs complete once this tick has run."""
+        last = self.segments[-1]
+        return last.epoch + 1 if last.ends_epoch else last.epoch
 
 
 @dataclass(frozen=True)
@@ -47,9 +67,13 @@ class Schedule:
         for tick in self.ticks:
             if tick.end_step <= step:
                 continue
-            taken = max(0, step - tick.start_step)
-            left.append(replace(tick, offset=tick.offset + taken, steps=tick.steps - taken,
-                                start_step=tick.start_step + taken))
+            taken, segments = max(0, step - tick.start_step), []
+            for segment in tick.segments:
+                skip = min(taken, segment.steps)
+                taken -= skip
+                if skip < segment.steps:
+                    segments.append(replace(segment, offset=segment.offset + skip, steps=segment.steps - skip))
+            left.append(replace(tick, segments=tuple(segments), start_step=max(step, tick.start_step)))
         return left
 
 
@@ -62,18 +86,29 @@ def build_schedule(shards: list[ShardInfo], world_size: int, batch_size: int, se
     limit = math.ceil(kimg * 1000 / images_per_step) if kimg else math.inf
     tick_steps = max(1, math.ceil(tick_kimg * 1000 / images_per_step)) if tick_kimg else 0
     ticks: list[Tick] = []
-    step, epoch = 0, 0
+    segments: list[Segment] = []
+    step, epoch, tick_start = 0, 0, 0
+    every_epoch = bool(epochs) or not tick_steps
+
+    def next_boundary() -> float:
+        """The first multiple of tick_steps at least half a tick after the last report."""
+        if not tick_steps:
+            return math.inf
+        boundary = (step // tick_steps + 1) * tick_steps
+        return boundary + tick_steps if boundary - tick_start < tick_steps / 2 else boundary
+
     while step < limit and (not epochs or epoch < epochs):
         epoch_steps = plan_epoch(shards, world_size, batch_size, epoch, seed, steps_per_epoch).steps
         offset = 0
         while offset < epoch_steps and step < limit:
-            steps = min(epoch_steps - offset, limit - step)
-            if tick_steps:
-                to_boundary = tick_steps - step % tick_steps
-                if offset == 0 and to_boundary < tick_steps / 2:
-                    to_boundary += tick_steps
-                steps = min(steps, to_boundary)
-            ticks.append(Tick(len(ticks) + 1, epoch, offset, int(steps), step, offset + steps == epoch_steps))
+            steps = int(min(epoch_steps - offset, limit - step, next_boundary() - step))
+            ends_epoch = offset + steps == epoch_steps
+            segments.append(Segment(epoch, offset, steps, ends_epoch))
             offset, step = offset + steps, step + steps
+            last = step >= limit or (ends_epoch and epochs and epoch + 1 == epochs)
+            at_boundary = tick_steps and step % tick_steps == 0 and step - tick_start >= tick_steps / 2
+            if last or at_boundary or (ends_epoch and (every_epoch or step - tick_start >= tick_steps / 2)):
+                ticks.append(Tick(len(ticks) + 1, tuple(segments), tick_start))
+                segments, tick_start = [], step
         epoch += 1
     return Schedule(tuple(ticks), images_per_step)
