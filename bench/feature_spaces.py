@@ -108,11 +108,12 @@ def main() -> int:
                   f"{values['late']['spearman']:.3f} | {values['late']['kendall']:.3f} |")
     floors = {space: floor(reference, args.samples) for space, reference in references.items()}
     for space in SPACES:
-        final = rows[-2]  # the EMA generator at the end
+        # The EMA generator at the end, and the untrained one.
+        final, first = rows[-2][f"{space}:quality/fid_domain"], rows[0][f"{space}:quality/fid_domain"]
+        space_floor = floors[space]["quality/fid_domain_floor"]
         print(f"{space}: build {build_seconds[space]:.1f} s / {build_cpu[space]:.1f} CPU-s; final EMA fid "
-              f"{final[f'{space}:quality/fid_domain']:.2f} = {final[f'{space}:quality/fid_domain'] / floors[space]['quality/fid_domain_floor']:.1f}x "
-              f"its floor {floors[space]['quality/fid_domain_floor']:.3f}; untrained "
-              f"{rows[0][f'{space}:quality/fid_domain'] / floors[space]['quality/fid_domain_floor']:.0f}x")
+              f"{final:.2f} = {final / space_floor:.1f}x its floor {space_floor:.3f}; "
+              f"untrained {first / space_floor:.0f}x")
     Path(args.out).write_text(json.dumps({
         "command": "bench/feature_spaces.py " + " ".join(sys.argv[1:]), "snapshots": rows,
         "correlations": correlations, "build_seconds": build_seconds, "build_cpu_seconds": build_cpu,

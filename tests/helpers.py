@@ -83,8 +83,9 @@ def write_unshuffled_shards(data, out: Path, samples_per_shard: int = 100) -> Pa
 
     from gan.shards.writer import ShardPlan, finish_manifest, new_manifest, write_shard
 
-    plans = [ShardPlan("train", f"train-{n:06d}.tar", np.arange(start, min(start + samples_per_shard, len(data.images))))
-             for n, start in enumerate(range(0, len(data.images), samples_per_shard))]
+    count = len(data.images)
+    plans = [ShardPlan("train", f"train-{n:06d}.tar", np.arange(start, min(start + samples_per_shard, count)))
+             for n, start in enumerate(range(0, count, samples_per_shard))]
     written = [write_shard(str(out), plan, data.images[plan.indices], data.labels[plan.indices], "raw",
                            len(data.class_names)) for plan in plans]
     finish_manifest(str(out), new_manifest(data, "raw"), plans, written)

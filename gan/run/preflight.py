@@ -1,8 +1,7 @@
 """Checks a run's inputs before Ray starts: the tracking store answers, the checkpoint bucket exists, the shards
 exist and fit the config (resolution, enough shards and samples for every rank, classes mixed in the shards), the
-registered name is free.
-Returns the facts about the shards that the MLflow run records as params. Trains nothing (gan/metrics/classifier.py builds
-the quality reference)."""
+registered name is free. Returns the facts about the shards that the MLflow run records as params. Trains nothing
+(gan/metrics/classifier.py builds the quality reference)."""
 from __future__ import annotations
 
 import sys

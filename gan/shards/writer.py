@@ -61,7 +61,9 @@ def shard_size(split: str, count: int, samples_per_shard: int) -> int:
     """Samples per shard of a split: `samples_per_shard` when given (> 0), else the default for its size."""
     if samples_per_shard:
         return samples_per_shard
-    return max(1, min(DEFAULT_SHARD_SAMPLES, -(-count // MIN_TRAIN_SHARDS))) if split == "train" else DEFAULT_SHARD_SAMPLES
+    if split != "train":
+        return DEFAULT_SHARD_SAMPLES
+    return max(1, min(DEFAULT_SHARD_SAMPLES, -(-count // MIN_TRAIN_SHARDS)))
 
 
 @dataclass(frozen=True)
