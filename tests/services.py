@@ -259,7 +259,19 @@ def start_ray_node(head: Server, temp_dir: str | Path, num_cpus: int, resources:
 
     server = Server(f"ray node {name}", head.url, None, temp_dir / "ray-start.log", env=head.env, command=command,
                     process_env=process_env, ready=alive)
-    return server.start(timeout)
+    attempts_left = RAY_NODE_START_ATTEMPTS
+    while True:
+        try:
+            return server.start(timeout)
+        except RuntimeError as error:
+            # `ray start` gives a new raylet a fixed 30 s to register with the GCS (ray/_private/node.py), then exits;
+            # a node joining while a run keeps both cores busy can miss that, and a second start then succeeds.
+            attempts_left -= 1
+            if "timed out during startup" not in str(error) or not attempts_left:
+                raise
+
+
+RAY_NODE_START_ATTEMPTS = 3
 
 
 def live_nodes(head: Server) -> dict[str, dict[str, float]]:
