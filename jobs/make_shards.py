@@ -6,6 +6,8 @@ shards + shards.json.
     python -m jobs.make_shards --from-folder ~/celeba --resolution 64 --channels 3 --out data/celeba
     ray job submit --working-dir . -- python -m jobs.make_shards --from-folder /shared/celeba --tasks 32 \
         --out s3://bucket/celeba                    # decoded and written by 32 Ray tasks over the cluster
+    python -m jobs.make_shards --index 's3://photos/train-{000000..000127}.tar' --resolution 64 --channels 3 \
+        --out s3://mine/photos-index                # shards other tools wrote: indexed where they are, not copied
 """
 from __future__ import annotations
 
@@ -34,12 +36,44 @@ def report_skipped(out: str, folder: str, unreadable: list[str]) -> None:
         print(f"  {line}")
 
 
+def index(config: ShardConfig, out: str) -> int:
+    """--index: shards.json for shards other tools wrote; they are read once and left as they are."""
+    from gan.shards import storage
+    from gan.shards.class_mix import holdout_mix
+    from gan.shards.index import build_index
+    from gan.shards.manifest import MANIFEST_NAME
+
+    if config.tasks:
+        from gan.run.ray_session import start_or_join
+
+        start_or_join()
+    manifest = build_index(config.index, out, config.resolution, config.channels, config.labels, config.holdout,
+                           config.holdout_fraction, config.seed, config.strict, config.tasks)
+    if manifest.small_images:
+        print(f"make_shards: warning: {manifest.small_images} images are smaller than {manifest.resolution} px and "
+              f"will be upscaled when loaded (--strict refuses them)", file=sys.stderr)
+    held = holdout_mix(manifest.shards("train"), manifest.splits.get("holdout", []), config.seed)
+    if held is not None and held.skewed:
+        print(f"make_shards: warning: {held.describe()}; name shards that hold every class with --holdout",
+              file=sys.stderr)
+    labels = (f"{len(manifest.class_names)} classes from {manifest.label_source}" if manifest.label_source != "none"
+              else "no labels (the label-free metric applies)")
+    counts = ", ".join(f"{split}: {len(shards)} shards / {manifest.sample_count(split)} images"
+                       for split, shards in manifest.splits.items())
+    print(f"make_shards: indexed {config.index} into {storage.join(out, MANIFEST_NAME)} ({counts}; "
+          f"{manifest.image_format} fitted to {manifest.resolution}px x {manifest.channels}ch at load time; {labels}; dataset hash "
+          f"{manifest.dataset_hash}); no shard was rewritten")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         config = parse(ShardConfig, argv)
         out = config.destination()
         if config.upload_from:
             manifest = copy_shards(config.upload_from, out)
+        elif config.index:
+            return index(config, out)
         elif config.tasks:
             from gan.run.ray_session import start_or_join
             from gan.shards import storage

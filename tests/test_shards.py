@@ -102,23 +102,24 @@ def test_missing_manifest_says_how_to_make_one(tmp_path):
 
 
 @pytest.mark.parametrize("channels", [1, 3])
-def test_raw_and_png_shards_give_back_the_written_pixels(tmp_path, channels):
+def test_npy_raw_and_png_shards_give_back_the_written_pixels(tmp_path, channels):
     # Random pixels, different in every channel: a transposed or mixed-up layout could not pass.
     images = np.random.default_rng(channels).integers(0, 256, (40, 32, 32, channels), dtype=np.uint8)
     data = ImageSet(images, np.arange(40) % 4, ["a", "b", "c", "d"], "random")
     read_back = {}
-    for image_format in ("raw", "png"):
+    for image_format in ("npy", "raw", "png"):
         manifest = write_shards(data, str(tmp_path / image_format), samples_per_shard=16, holdout_fraction=0.0,
                                 seed=0, image_format=image_format)
         assert read_manifest(str(tmp_path / image_format)).image_spec == ImageSpec(32, channels, image_format)
         samples = rank_samples(str(tmp_path / image_format), tuple(manifest.shards("train")), manifest.image_spec, 1, 0)
         read_back[image_format] = {key: (image, label) for image, label, key in samples}
-    assert read_back["raw"].keys() == read_back["png"].keys() and len(read_back["raw"]) == 40
-    for key, (image, label) in read_back["raw"].items():
+    assert read_back["npy"].keys() == read_back["raw"].keys() == read_back["png"].keys()
+    assert len(read_back["npy"]) == 40
+    for key, (image, label) in read_back["npy"].items():
         index = int(key.split("-")[1])
         assert image.shape == (channels, 32, 32) and label == index % 4
         assert np.array_equal(image, images[index].transpose(2, 0, 1))
-        assert np.array_equal(image, read_back["png"][key][0])
+        assert np.array_equal(image, read_back["raw"][key][0]) and np.array_equal(image, read_back["png"][key][0])
 
 
 def test_raw_images_of_the_wrong_size_or_format_are_counted_and_skipped_or_named_under_strict(
@@ -137,5 +138,5 @@ def test_raw_images_of_the_wrong_size_or_format_are_counted_and_skipped_or_named
 
 def test_a_manifest_with_an_unknown_image_format_says_to_rebuild(tmp_path):
     write_manifest(str(tmp_path), Manifest(32, 1, ["0"], {"train": [ShardInfo("a.tar", 1, "")]}, image_format="jpeg"))
-    with pytest.raises(ManifestError, match="stores images as 'jpeg', this code reads raw, png; rebuild"):
+    with pytest.raises(ManifestError, match="stores images as 'jpeg', this code reads npy, raw, png; rebuild"):
         read_manifest(str(tmp_path))

@@ -9,7 +9,7 @@ import sys
 from gan.config import ConfigError, TrainConfig
 from gan.shards import storage
 from gan.shards.batches import plan_epoch
-from gan.shards.class_mix import class_mix
+from gan.shards.class_mix import class_mix, holdout_mix
 from gan.shards.manifest import Manifest, ManifestError, read_manifest
 from gan.tracking import registry
 from gan.tracking.runs import check_tracking
@@ -24,8 +24,15 @@ def check_inputs(config: TrainConfig) -> tuple[Manifest, dict[str, str]]:
     storage.check_bucket(config.storage_path)
     manifest = read_manifest(config.shards)
     if config.resolution and manifest.resolution != config.resolution:
+        fix = "index them again with --resolution" if manifest.indexed else "rebuild the shards"
         raise ConfigError(f"--resolution={config.resolution} but the shards at {config.shards} are "
-                          f"{manifest.resolution}px: pass --resolution {manifest.resolution} or rebuild the shards")
+                          f"{manifest.resolution}px: pass --resolution {manifest.resolution} or {fix}")
+    if manifest.small_images:
+        problem = (f"{manifest.small_images} images indexed at {config.shards} are smaller than "
+                   f"{manifest.resolution} px and are upscaled when loaded")
+        if config.strict:
+            raise ManifestError(f"{problem}; index them at a lower --resolution, or run without --strict")
+        _warn(problem + " (--strict refuses them)")
     plan = plan_epoch(manifest.shards("train"), config.num_workers, config.batch_size, 0, config.seed,
                       config.steps_per_epoch)
     facts = {}
@@ -39,8 +46,10 @@ def check_inputs(config: TrainConfig) -> tuple[Manifest, dict[str, str]]:
         _warn(f"{manifest.sample_count('train')} training images: a discriminator overfits a set this small; "
               f"consider --diffaugment auto (Zhao et al. 2020; docs/quality.md)")
     return manifest, {**facts, "data.dataset_hash": manifest.dataset_hash, "data.source": manifest.source,
-                      "data.train_samples": str(manifest.sample_count("train")), "data.channels": str(manifest.channels),
-                      "data.image_format": manifest.image_format, "data.steps_per_epoch": str(plan.steps)}
+                      "data.train_samples": str(manifest.sample_count("train")),
+                      "data.channels": str(manifest.channels),
+                      "data.image_format": manifest.image_format, "data.indexed": str(manifest.indexed),
+                      "data.labels": manifest.label_source, "data.steps_per_epoch": str(plan.steps)}
 
 
 # Below this many training images DiffAugment is suggested: Zhao et al. (2020) show its gains grow as data shrinks
@@ -50,9 +59,16 @@ SMALL_SET_IMAGES = 2_000
 
 
 def check_class_mix(config: TrainConfig, manifest: Manifest) -> dict[str, str]:
-    """Train shards that each hold few classes (gan/shards/class_mix.py): a warning with the fix, or under --strict
-    a ManifestError. Returns the measured mix as a fact for the MLflow run."""
+    """Train shards that each hold few classes, or a holdout that does (gan/shards/class_mix.py): a warning with the
+    fix, or under --strict a ManifestError. Returns the measured mix as a fact for the MLflow run."""
     shards = manifest.shards("train")
+    held = holdout_mix(shards, manifest.splits.get("holdout", []), config.seed)
+    if held is not None and held.skewed:
+        fix = ("index it with --holdout naming shards that hold every class" if manifest.indexed
+               else "rebuild the shards with jobs.make_shards")
+        if config.strict:
+            raise ManifestError(f"at {config.shards}, {held.describe()}; {fix}")
+        _warn(f"at {config.shards}, {held.describe()}; {fix} (--strict refuses such a holdout)")
     mix = class_mix(shards, config.seed)
     if mix is None:
         if len(manifest.class_names) > 1 and any(shard.classes is None for shard in shards):

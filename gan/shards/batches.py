@@ -16,9 +16,8 @@ import numpy as np
 import torch
 import webdataset as wds
 
-from gan.shards import storage
 from gan.shards.image_codec import ImageSpec
-from gan.shards.manifest import ManifestError, ShardInfo
+from gan.shards.manifest import ManifestError, ShardInfo, shard_location
 from gan.shards.reader import DataError, DataHealth, ReadPolicy, read_shard, skip_bad_sample
 
 
@@ -113,7 +112,7 @@ def _collate(samples: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch
 def _shard_stream(root: str, shards: tuple[ShardInfo, ...], health: DataHealth, policy: ReadPolicy) -> Iterator[dict]:
     """Raw samples of these shards, one pass; shards found bad earlier this epoch are not read again."""
     for shard in shards:
-        url = storage.join(root, shard.name)
+        url = shard_location(root, shard)
         if url not in health.bad_urls:
             yield from read_shard(url, shard, health, policy)
 
@@ -127,14 +126,7 @@ def rank_samples(root: str, shards: tuple[ShardInfo, ...], spec: ImageSpec, shuf
 
     def decode(sample: dict) -> tuple[np.ndarray, int, str]:
         try:
-            body = sample[spec.image_format]
-        except KeyError:
-            members = ", ".join(k for k in sample if not k.startswith("__"))
-            raise ValueError(f"sample {sample.get('__key__')} of {sample.get('__url__')} has no .{spec.image_format} "
-                             f"member (has: {members}), though shards.json says image_format {spec.image_format}; "
-                             f"rebuild the shards with jobs.make_shards") from None
-        try:
-            return spec.decode(body), int(sample.get("cls", b"-1")), sample["__key__"]
+            return (*spec.decode_sample(sample), sample["__key__"])
         except Exception as error:  # name the sample: the handler counts it, or fails with this under --strict
             raise ValueError(f"sample {sample.get('__key__')} of {sample.get('__url__')}: "
                              f"{type(error).__name__}: {error}") from error

@@ -59,3 +59,33 @@ def class_mix(shards: list[ShardInfo], seed: int = 0) -> ClassMix | None:
     random = [_distance(rng.multinomial(max(1, int(row.sum())), shares), shares) for row in counts for _ in range(4)]
     return ClassMix(len(shards), float(np.mean([_distance(row, shares) for row in counts])), float(np.mean(random)),
                     int(min((row > 0).sum() for row in counts)))
+
+
+@dataclass(frozen=True)
+class HoldoutMix:
+    distance: float  # the holdout's class shares from the train split's (total variation)
+    random_distance: float  # the same for a holdout of its size drawn at random
+    classes: int  # classes present in the holdout, of `of`
+    of: int
+
+    @property
+    def skewed(self) -> bool:
+        return self.distance > SKEW_TOLERANCE * self.random_distance + SKEW_MARGIN
+
+    def describe(self) -> str:
+        return (f"the holdout's class mix differs from the train split's by {self.distance:.2f} (total variation; a "
+                f"random holdout of its size would show {self.random_distance:.2f}) and holds {self.classes} of "
+                f"{self.of} classes, so the floor and every quality metric would measure against a few classes")
+
+
+def holdout_mix(train: list[ShardInfo], holdout: list[ShardInfo], seed: int = 0) -> HoldoutMix | None:
+    """How far the holdout's classes are from train's (whole shards held out of class-sorted shards hold few
+    classes); None when there is nothing to judge."""
+    if class_mix(train, seed) is None or not holdout or any(shard.classes is None for shard in holdout):
+        return None
+    train_counts = np.array([shard.classes for shard in train], dtype=np.int64).sum(0)
+    counts = np.array([shard.classes for shard in holdout], dtype=np.int64).sum(0)
+    shares = train_counts / max(1, train_counts.sum())
+    rng = np.random.default_rng(seed)
+    random = np.mean([_distance(rng.multinomial(max(1, int(counts.sum())), shares), shares) for _ in range(8)])
+    return HoldoutMix(_distance(counts, shares), float(random), int((counts > 0).sum()), len(counts))

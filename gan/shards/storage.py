@@ -132,6 +132,24 @@ def read_bytes(location: str) -> bytes:
         raise _describe(error, location) from error
 
 
+def list_prefix(prefix: str) -> list[str]:
+    """Every file or object whose location starts with `prefix` (a folder and a name's start), sorted; S3 lists by
+    ListObjectsV2 pages, so a prefix of 100,000 objects costs 100 requests."""
+    if not is_s3(prefix):
+        folder, start = (Path(prefix), "") if prefix.endswith("/") else (Path(prefix).parent, Path(prefix).name)
+        if not folder.is_dir():
+            return []
+        return sorted(str(path) for path in folder.iterdir() if path.name.startswith(start) and path.is_file())
+    bucket, key = split_s3(prefix)
+    found = []
+    try:
+        for page in s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
+            found += [f"s3://{bucket}/{item['Key']}" for item in page.get("Contents", [])]
+    except Exception as error:
+        raise _describe(error, prefix) from error
+    return sorted(found)
+
+
 def write_bytes(location: str, data: bytes) -> None:
     """Write whole or not at all: locally via rename, on S3 by the object store's own atomic PUT."""
     if is_s3(location):

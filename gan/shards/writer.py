@@ -1,6 +1,6 @@
 """Writes an ImageSet as WebDataset tar shards ({split}-000000.tar ...) plus the manifest that describes them.
 
-Each sample is two tar members, {key}.{raw|png} (gan/shards/image_codec.py) and {key}.cls. Every split is written
+Each sample is two tar members, {key}.{npy|png|raw} (gan/shards/image_codec.py) and {key}.cls. Every split is written
 in a seeded random order, whatever order the source lists its images in (a class folder lists them class by class),
 so each shard holds about its split's class mix; shards.json records each shard's class histogram.
 """
@@ -110,7 +110,7 @@ def finish_manifest(out: str, manifest: Manifest, plans: list[ShardPlan], writte
 
 
 def write_shards(data: ImageSet, out: str, samples_per_shard: int, holdout_fraction: float, seed: int,
-                 image_format: str = "raw") -> Manifest:
+                 image_format: str = "npy") -> Manifest:
     """Write every split's shards in this process, then the manifest (gan/shards/parallel.py spreads the same
     plan over Ray tasks)."""
     plans = plan_shards(data, samples_per_shard, holdout_fraction, seed)
@@ -127,6 +127,9 @@ def copy_shards(source: str, out: str) -> Manifest:
     """Copy a shard set (e.g. a local folder to s3://), verifying every shard's sha256; the manifest goes last. The
     set's cached quality reference goes along when there is one, so runs on the copy do not train it again."""
     manifest = read_manifest(source)
+    if manifest.indexed:
+        raise ManifestError(f"{source} indexes shards where other tools wrote them ({manifest.source}); copy those "
+                            f"with your object store's tools and index the copy with jobs.make_shards --index")
     shards = [shard for split in manifest.splits.values() for shard in split]
     for shard in tqdm(shards, desc=f"copying shards to {out}", unit="shard"):
         body = storage.read_bytes(storage.join(source, shard.name))
