@@ -19,6 +19,7 @@ from gan.shards.batches import rank_samples
 from gan.shards.foreign import fit_image
 from gan.shards.index import IndexingError, build_index
 from gan.shards.manifest import read_manifest
+from gan.shards.reader import DataError, DataHealth, ReadPolicy
 from gan.shards.sources import load_digits
 from jobs import make_shards
 from tests.helpers import BUCKET, REPO, clean_env, metric_values
@@ -143,6 +144,22 @@ def test_images_smaller_than_the_resolution_are_counted_and_upscaled_or_refused_
 def test_a_pattern_that_matches_nothing_on_s3_is_named_with_what_is_there(s3_env):
     with pytest.raises(IndexingError, match=r"matches none of the \d+ objects under s3://dcgan/nowhere-"):
         build_index(f"s3://{BUCKET}/nowhere-{uuid.uuid4().hex[:6]}/train-{{000000..000127}}.tar", "unused", 32, 1)
+
+
+def test_an_indexed_shard_cut_short_later_is_counted_as_bad_or_fatal_under_strict(tmp_path):
+    _write_foreign(str(tmp_path / "d-%06d.tar"), _jpg_cls(load_digits(32, 1), size=32))
+    manifest = build_index(str(tmp_path / "d-{000000..000005}.tar"), str(tmp_path), 32, 1)
+    shard = manifest.shards("train")[0]
+    with tarfile.open(tmp_path / shard.name) as tar:  # the first 100 samples' members, a valid tar
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()][:200]
+    with tarfile.open(tmp_path / shard.name, "w") as tar:
+        for member, body in members:
+            tar.addfile(member, io.BytesIO(body))
+    health = DataHealth()
+    keys = [key for _, _, key in rank_samples(str(tmp_path), (shard,), manifest.image_spec, 1, 0, health)]
+    assert len(keys) == 100 and health.bad_shards == 1 and health.skipped_samples == shard.samples - 100
+    with pytest.raises(DataError, match=f"bad shard .*{shard.name}: holds 100 samples, the manifest says 300"):
+        list(rank_samples(str(tmp_path), (shard,), manifest.image_spec, 1, 0, DataHealth(), ReadPolicy(strict=True)))
 
 
 def test_the_holdout_is_whole_shards_seeded_or_named_and_never_shared(tmp_path):
