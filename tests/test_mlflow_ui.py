@@ -32,11 +32,22 @@ def ui(swept):
     experiment_id = client.get_experiment_by_name("dcgan").experiment_id
     runs = client.search_runs([experiment_id])
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
-    yield {"url": server.url, "experiment_id": experiment_id,
+    yield {"url": server.url, "experiment_id": experiment_id, "client": client,
            "parent": next(r for r in runs if r.data.tags.get("job") == "sweep"), "children": children,
            # A trial that ran to its end: the run page a user opens after training.
            "train": next(r for r in children if r.data.tags.get("status") == "completed")}
     server.stop()
+
+
+def test_the_experiment_opens_in_the_model_training_view_not_the_genai_one(ui):
+    experiment = ui["client"].get_experiment(ui["experiment_id"])
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    with browser_page() as page:
+        page.goto(f"{ui['url']}/#/experiments/{ui['experiment_id']}")
+        page.get_by_text(ui["parent"].info.run_name, exact=True).wait_for()  # lands on the runs table
+        page.screenshot(path=str(SHOTS / "experiment_landing.png"))
+        genai = [text for text in ("Agent versions", "Traces", "Judges") if page.get_by_text(text, exact=True).count()]
+        assert "/runs" in page.url and not genai, (page.url, genai)
 
 
 def test_experiment_page_lists_the_sweep_and_its_trials_with_lr_and_latent_size(ui):

@@ -57,13 +57,21 @@ def check_tracking(uri: str) -> None:
                               f"an existing folder")
 
 
+# MLflow 3's UI opens an experiment without this tag in its GenAI view (traces, judges, "Agent versions"); with it,
+# in the model-training view: the runs table, charts and logged models. A kind someone set already is left alone.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def _experiment_id(client: MlflowClient, name: str, artifact_root: str, tracking_uri: str) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
+        if not set(EXPERIMENT_KIND) & set(experiment.tags):  # made by an older version, or by hand
+            for key, value in EXPERIMENT_KIND.items():
+                client.set_experiment_tag(experiment.experiment_id, key, value)
         return experiment.experiment_id
     # A local store keeps artifacts in a folder we choose; a server decides its own (proxied) artifact store.
     location = Path(artifact_root).as_uri() if tracking_uri.startswith("sqlite:") else None
-    return client.create_experiment(name, artifact_location=location)
+    return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
 
 
 def open_run(tracking_uri: str, experiment: str, artifact_root: str, run_name: str, params: dict[str, Any],
