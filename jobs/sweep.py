@@ -26,8 +26,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from gan.run.ray_session import start_or_join
     from gan.sweep.report import best_trial
-    from gan.sweep.tracking import open_parent_run, record_outcome
-    from gan.sweep.tune import build_tuner, restore_tuner, summarise
+    from gan.sweep.tracking import BEST_CONFIG, open_parent_run, record_outcome
+    from gan.sweep.tune import best_config, build_tuner, restore_tuner, summarise
 
     start_or_join()
     train = TrainConfig(**{f.name: getattr(config, f.name) for f in dataclasses.fields(TrainConfig)})
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = summarise((tuner or build_tuner(config, train, parent)).fit())
     best = best_trial(rows)
     if parent:
-        record_outcome(config, parent, rows, best)
+        record_outcome(config, parent, rows, best, best_config(config, train, best) if best else None)
         if best and best.get("run_id") and "registry.name" in facts:  # once, the best trial's best generator
             registry.report_registration("sweep", config.tracking_uri, best["run_id"], facts)
     width = max(len(row["run_name"]) for row in rows)
@@ -50,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     if best:
         print(f"sweep: best trial {best['run_name']} (fid_domain {best['best_fid_domain']:.1f})"
               + (f"; its generator: {best['model_uri']}" if best.get("model_uri") else ""), flush=True)
+        if parent:
+            print(f"sweep: its whole config for a longer run: mlflow artifacts download -r {parent} -a {BEST_CONFIG} "
+                  f"-d . && python -m jobs.train --config {BEST_CONFIG} --kimg N", flush=True)
     return 0
 
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
+from gan.config import TrainConfig, parse
 from gan.run.worker import TrainingDiverged, _log_window
 from gan.tracking.registry import model_metric
 from gan.tracking.runs import RunLogger
@@ -67,6 +68,20 @@ def test_parent_holds_the_summary_and_the_best_trial_matches_the_table(swept):
     assert parent.data.tags["best.trial_id"] == best["trial_id"]
     assert float(parent.data.tags["best.lr"]) == float(best["lr"])
     assert parent.data.metrics["best/fid_domain"] == pytest.approx(float(best["best_fid_domain"]))
+
+
+@pytest.mark.slow
+def test_the_parent_carries_the_best_trials_whole_config_and_jobs_train_reads_it_back(swept):
+    client, (parent,), children = _runs(swept)
+    path = client.download_artifacts(parent.info.run_id, "best_config.yaml")
+    config = parse(TrainConfig, ["--config", path])
+    (trial,) = [c for c in children if c.data.tags["tune.trial_id"] == parent.data.tags["best.trial_id"]]
+    for name in ("lr", "latent_dim", "beta1", "batch_size", "g_features", "ema_half_life_kimg", "shards"):
+        assert str(getattr(config, name)) == trial.data.params[name], name  # what the best trial trained with
+    assert (config.run_name, config.epochs, config.kimg) == ("", 0, 0.0)  # the follow-up chooses its own
+    assert "python -m jobs.train --config best_config.yaml" in open(path).readline()
+    # Flags still override the file, as for any --config.
+    assert parse(TrainConfig, ["--config", path, "--kimg", "600"]).kimg == 600
 
 
 @pytest.mark.slow

@@ -7,7 +7,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from gan.config import SweepConfig, to_dict
+import yaml
+
+from gan.config import SweepConfig, TrainConfig, to_dict
 from gan.search_axes import LR_D_RATIO, TRIAL_SETTINGS, Distribution
 from gan.sweep.report import write_plot, write_table
 from gan.tracking import registry
@@ -33,9 +35,14 @@ def open_parent_run(config: SweepConfig, facts: dict[str, str]) -> str:
                     display_name=f"sweep {config.run_name}")
 
 
-def record_outcome(config: SweepConfig, parent: str, rows: list[dict[str, Any]], best: dict[str, Any] | None) -> None:
+BEST_CONFIG = "best_config.yaml"
+
+
+def record_outcome(config: SweepConfig, parent: str, rows: list[dict[str, Any]], best: dict[str, Any] | None,
+                   best_training: TrainConfig | None = None) -> None:
     """Close each child run with its outcome (adding its run_id and best model_uri to its row); put the table, the
-    plot and the best trial on the parent, and mark the parent finished."""
+    plot, the best trial and its whole training config (BEST_CONFIG, for `jobs.train --config`) on the parent, and
+    mark the parent finished."""
     from mlflow import MlflowClient
 
     client = MlflowClient(config.tracking_uri)
@@ -58,4 +65,8 @@ def record_outcome(config: SweepConfig, parent: str, rows: list[dict[str, Any]],
         for key in (*TRIAL_SETTINGS, *searched, "trial_id", "run_id", "model_uri"):
             client.set_tag(parent, f"best.{key}", str(best[key]))
         client.log_metric(parent, "best/fid_domain", best["best_fid_domain"])
+    if best_training is not None:
+        header = (f"# The best trial of sweep {config.run_name!r} (fid_domain {best['best_fid_domain']:.4g}, trial "
+                  f"{best['trial_id']}): python -m jobs.train --config {BEST_CONFIG} [--kimg N]\n")
+        client.log_text(parent, header + yaml.safe_dump(to_dict(best_training), sort_keys=False), BEST_CONFIG)
     set_run_status(config.tracking_uri, parent, "FINISHED", "completed")

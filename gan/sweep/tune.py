@@ -88,6 +88,16 @@ def trial_config(base: TrainConfig, params: dict[str, Any], trial_id: str) -> Tr
                                storage_path=storage.join(base.storage_path, base.run_name), max_failures=0)
 
 
+def best_config(config: SweepConfig, train: TrainConfig, best: dict[str, Any]) -> TrainConfig:
+    """The best trial's whole training config, for a follow-up run (`jobs.train --config`): its searched settings on
+    the sweep's shared ones, with the sweep's storage and retries, no run name (a follow-up gets its own) and no
+    length (the trials' epoch bound is ASHA's, not a choice for the long run: the default length, or --kimg)."""
+    searched = {name: best[name] for name in config.search_axes() if name in best}
+    params = {"lr": best["lr"], "latent_dim": best["latent_dim"], "lr_d_ratio": best["lr_d_ratio"], **searched}
+    return dataclasses.replace(trial_config(train, params, "best"), run_name="", storage_path=train.storage_path,
+                               max_failures=train.max_failures, epochs=0, kimg=0.0)
+
+
 def run_trial(params: dict[str, Any]) -> None:
     """One trial: the sweep's training config with this trial's settings, in a child MLflow run."""
     trial_id = tune.get_context().get_trial_id()
