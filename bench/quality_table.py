@@ -25,8 +25,7 @@ from PIL import Image
 from gan.config import TrainConfig, parse
 from gan.run.launch import prepare, run
 from gan.tracking.registry import LOGGED_MODEL_NAME
-from gan.tracking.sampling import load, noise
-from gan.training.images import image_grid
+from gan.tracking.sampling import load, sample_picture
 
 AUGMENT = ["--diffaugment", "translation,cutout"]  # explicit, so a rerun means the same whatever the default
 SETTINGS = {  # name -> (what it is, flags)
@@ -37,6 +36,7 @@ SETTINGS = {  # name -> (what it is, flags)
 }
 COLUMNS = ("quality/fid_domain", "quality/fid_domain_floor", "quality/kid", "quality/kid_floor", "quality/precision",
            "quality/recall", "quality/memorised_share", "quality/memorised_share_floor", "quality_raw/fid_domain")
+CONDITIONAL_COLUMNS = ("quality/class_match", "quality/class_match_floor")  # --conditional runs only
 
 
 def train_row(name: str, shards: str, work: Path, extra: list[str]) -> dict:
@@ -51,9 +51,9 @@ def train_row(name: str, shards: str, work: Path, extra: list[str]) -> dict:
     (found,) = client.search_runs([client.get_experiment_by_name("quality-table").experiment_id],
                                   filter_string=f"tags.`ray.run_name` = '{name}'")
     row = {"setting": name, "seconds": seconds, "kimg": found.data.metrics["kimg"],
-           **{key: found.data.metrics[key] for key in COLUMNS}}
+           **{key: found.data.metrics[key] for key in COLUMNS + CONDITIONAL_COLUMNS if key in found.data.metrics}}
     final = load(f"runs:/{found.info.run_id}/{LOGGED_MODEL_NAME}", config.tracking_uri)  # the newest: the last
-    row["grid"] = image_grid(final(noise(64, final.latent_dim, seed=1)))
+    row["grid"] = sample_picture(final, 64, seed=1)  # a conditional generator's: a row per class
     return row
 
 
@@ -61,8 +61,10 @@ def markdown(rows: list[dict]) -> str:
     lines = ["| setting | fid_domain (floor) | × floor | raw G fid_domain | KID (floor) | precision | recall | "
              "memorised (floor) | kimg | wall |", "|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
+        matched = (f", class match {row['quality/class_match']:.2f} ({row['quality/class_match_floor']:.2f})"
+                   if "quality/class_match" in row else "")
         lines.append(
-            f"| {SETTINGS[row['setting']][0]} | {row['quality/fid_domain']:.1f} ({row['quality/fid_domain_floor']:.1f})"
+            f"| {SETTINGS[row['setting']][0]}{matched} | {row['quality/fid_domain']:.1f} ({row['quality/fid_domain_floor']:.1f})"
             f" | {row['quality/fid_domain'] / row['quality/fid_domain_floor']:.1f} | "
             f"{row['quality_raw/fid_domain']:.1f} | {row['quality/kid']:.0f} ({row['quality/kid_floor']:.0f}) | "
             f"{row['quality/precision']:.2f} | {row['quality/recall']:.2f} | {row['quality/memorised_share']:.2f} "

@@ -53,6 +53,8 @@ class TrainConfig:
     lr_d: float = option(0.0, "Adam learning rate of D (0 = --lr); another one is TTUR, e.g. --lr 1e-4 --lr-d 4e-4.",
                          min=0.0, max=1.0)
     beta1: float = option(0.5, "Adam beta1 (0.5 per the DCGAN paper).", min=0.0, lt=1.0)
+    conditional: bool = option(False, "Class-conditional G and D (class embedding; projection discriminator, Miyato "
+                                      "& Koyama 2018): one grid row per class, jobs.sample --class K. Labelled sets.")
     # stabilisers since DCGAN (gan/training/ema.py, gan/training/augment.py)
     ema_half_life_kimg: float = option(10.0, "Half-life in kimg of G's weight EMA, which makes the grids, metrics "
                                              "and saved model. 0 = off.", min=0.0)
@@ -221,6 +223,8 @@ class SampleConfig:
     interpolate: int = option(0, "Steps per row of spherical interpolation between random latent pairs (e.g. 8); "
                                  "0 = independent samples.", min=0, max=64)
     seed: int = option(0, "Seed of the latent vectors: the same seed draws the same picture.", min=0)
+    class_: int = option(-1, "A conditional generator's class index to draw (0-based); -1 = one row per class.",
+                         min=-1)
     tracking_uri: str = option("", "MLflow URI for models:/ and runs:/ ('' = MLFLOW_TRACKING_URI, else "
                                    "sqlite:///mlruns.db).")
     s3_endpoint_url: str = option("", "S3 endpoint for an s3:// checkpoint ('' = AWS_ENDPOINT_URL or AWS's own).")

@@ -32,7 +32,8 @@ def option(default: Any, doc: str, **checks: Any) -> Any:
 
 
 def flag_name(name: str) -> str:
-    return "--" + name.replace("_", "-")
+    """The field's flag: class_ (a Python keyword with a trailing underscore) is --class."""
+    return "--" + name.rstrip("_").replace("_", "-")
 
 
 def field_type(cls: type, f: dataclasses.Field) -> type:
@@ -98,10 +99,10 @@ def parse(cls: type, argv: Sequence[str] | None = None, description: str = "") -
     for f in dataclasses.fields(cls):
         help_text = f.metadata["doc"].replace("%", "%%")  # argparse expands %-formats in help
         if field_type(cls, f) is bool:
-            parser.add_argument(flag_name(f.name), action=argparse.BooleanOptionalAction, default=None,
+            parser.add_argument(flag_name(f.name), dest=f.name, action=argparse.BooleanOptionalAction, default=None,
                                 help=f"{help_text} (default: {f.default})")
         else:
-            parser.add_argument(flag_name(f.name), default=None, metavar=f.name.upper(),
+            parser.add_argument(flag_name(f.name), dest=f.name, default=None, metavar=f.name.rstrip("_").upper(),
                                 help=f"{help_text} (default: {f.default})")
     args, unknown = parser.parse_known_args(argv)
     if unknown:

@@ -122,29 +122,50 @@ def quality_of_images(reference: QualityReference, images: torch.Tensor) -> dict
 
 
 @torch.no_grad()
-def generate(generator: torch.nn.Module, latent_dim: int, samples: int, seed: int = 0) -> torch.Tensor:
+def generate(generator: torch.nn.Module, latent_dim: int, samples: int, seed: int = 0,
+             classes: torch.Tensor | None = None) -> torch.Tensor:
     """`samples` images from fixed-seed noise in eval mode (BatchNorm running statistics), so snapshots compare like
-    with like."""
+    with like; a conditional generator draws `classes`."""
     device = next(generator.parameters()).device
     noise = torch.randn(samples, latent_dim, generator=torch.Generator().manual_seed(seed)).to(device)
+    given = [()] * samples if classes is None else [(chunk.to(device),) for chunk in classes.split(500)]
     was_training = generator.training
     exported = isinstance(generator, torch.fx.GraphModule)  # a loaded logged model: its mode was fixed at export
     if not exported:
         generator.eval()
     try:
-        return torch.cat([generator(chunk) for chunk in noise.split(500)])
+        return torch.cat([generator(chunk, *extra) for chunk, extra in zip(noise.split(500), given)])
     finally:
         if not exported:
             generator.train(was_training)
 
 
+def conditioning_classes(reference: QualityReference, samples: int, seed: int = 0) -> torch.Tensor:
+    """Classes for a conditional generator's `samples`, in the holdout's class shares (what its metrics compare
+    against), seeded."""
+    labels = reference.holdout_labels.numpy()
+    rng = np.random.default_rng([seed, 1])
+    chosen = (stratified_choice(labels, samples, rng) if samples <= len(labels)
+              else rng.choice(len(labels), size=samples))
+    return reference.holdout_labels[torch.from_numpy(chosen)]
+
+
 def evaluate_generator(generator: torch.nn.Module, reference: QualityReference, latent_dim: int, samples: int,
-                       seed: int = 0, memorisation: bool = False) -> dict[str, float]:
+                       seed: int = 0, memorisation: bool = False, conditional: bool = False) -> dict[str, float]:
     """Metrics for `samples` generated images, plus the seconds they took as `quality/seconds` (and, with
-    `memorisation`, `quality/memorised_share`)."""
+    `memorisation`, `quality/memorised_share`). A conditional generator draws the holdout's class mix and is also
+    scored by `quality/class_match`: the share of its images the domain classifier assigns to the class asked for
+    (its floor, `quality/class_match_floor`, is the classifier's accuracy on real held-out images)."""
     start = time.perf_counter()
-    features = reference.classifier().features(generate(generator, latent_dim, samples, seed).float().cpu())
+    classes = conditioning_classes(reference, samples, seed) if conditional else None
+    images = generate(generator, latent_dim, samples, seed, classes).float().cpu()
+    classifier = reference.classifier()
+    features = classifier.features(images)
     metrics = quality_of_features(reference, features)
+    if classes is not None:
+        with torch.no_grad():
+            predicted = torch.cat([classifier(chunk).argmax(1) for chunk in images.split(500)])
+        metrics["quality/class_match"] = float((predicted == classes).float().mean())
     if memorisation:
         metrics["quality/memorised_share"] = memorised_share(reference.real_features, features)
     metrics["quality/seconds"] = time.perf_counter() - start

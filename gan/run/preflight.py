@@ -33,6 +33,10 @@ def check_inputs(config: TrainConfig) -> tuple[Manifest, dict[str, str]]:
         if config.strict:
             raise ManifestError(f"{problem}; index them at a lower --resolution, or run without --strict")
         _warn(problem + " (--strict refuses them)")
+    if config.conditional and len(manifest.class_names) < 2:
+        raise ConfigError(f"--conditional needs labelled shards; {config.shards} has {len(manifest.class_names)} "
+                          f"class ({', '.join(manifest.class_names)}): drop --conditional, or build the shards from "
+                          f"a folder with one sub-folder per class (or index them with --labels)")
     plan = plan_epoch(manifest.shards("train"), config.num_workers, config.batch_size, 0, config.seed,
                       config.steps_per_epoch)
     facts = {}

@@ -73,9 +73,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     start_step, last, quality = state.step, schedule.ticks[-1], {}
     for tick in schedule.remaining(state.step):
         timer.start_loop()
-        for images, _labels in batches.take_segments(tick.segments):
+        for images, labels in batches.take_segments(tick.segments):
             with timer.step():
-                stats = train_step(state, _to_device(images, run.device, config.channels_last), bf16=config.bf16)
+                stats = train_step(state, _to_device(images, run.device, config.channels_last), bf16=config.bf16,
+                                   classes=labels.to(run.device) if run.shape.num_classes else None)
             windows.add(stats, state.step, last_of_tick=state.step == tick.end_step)
         state.epoch = tick.epochs_done
         metrics = {"epoch": state.epoch, "tick": tick.index, "kimg": state.step * schedule.images_per_step / 1000,
@@ -192,7 +193,8 @@ def _build_state(config: TrainConfig, manifest: Manifest, rank: int, world_size:
                  device: torch.device) -> tuple[TrainState, ModelShape]:
     torch.set_num_threads(max(1, int(config.cpus_per_worker)))
     storage.configure(config.s3_endpoint_url)
-    shape = ModelShape(manifest.resolution, manifest.channels, config.latent_dim, config.g_features, config.d_features)
+    shape = ModelShape(manifest.resolution, manifest.channels, config.latent_dim, config.g_features, config.d_features,
+                       num_classes=len(manifest.class_names) if config.conditional else 0)
     state = TrainState.create(shape, config.lr, config.beta1, config.seed, lr_d=config.lr_d,
                               ema_half_life_kimg=config.ema_half_life_kimg, ema_rampup=config.ema_rampup,
                               augment=parse_policy(config.diffaugment, manifest.channels),
@@ -250,6 +252,9 @@ class _QualityJudge:
         self.config, self.manifest, self.shape, self.tracker = config, manifest, shape, tracker
         self.reference = load_run_reference(config.shards, manifest)
         self.floor = floor(self.reference, config.quality_samples)
+        self.conditional = shape.num_classes > 0
+        if self.conditional:  # what a generator whose every image shows its class would score
+            self.floor["quality/class_match_floor"] = self.reference.test_accuracy
         # The run's own best so far, over restarts, resumes and PBT generations (a leader's does not count).
         self.best_fid = tracker.lowest(BEST_METRIC)
         self.last_step = -1
@@ -260,9 +265,10 @@ class _QualityJudge:
     def measure(self, state: TrainState, final: bool) -> dict[str, float]:
         config = self.config
         quality = evaluate_generator(state.sampler, self.reference, config.latent_dim, config.quality_samples,
-                                     seed=config.seed, memorisation=final)
+                                     seed=config.seed, memorisation=final, conditional=self.conditional)
         raw = (evaluate_generator(unwrap(state.generator), self.reference, config.latent_dim,
-                                  config.quality_samples, seed=config.seed) if state.ema is not None else quality)
+                                  config.quality_samples, seed=config.seed, conditional=self.conditional)
+               if state.ema is not None else quality)
         quality = {**quality, "quality_raw/fid_domain": raw["quality/fid_domain"], **self.floor}
         # The measurement's metrics are logged with the model they describe, linked to it.
         self.tracker.log_generator(state.sampler, self.shape, state.step, _model_tags(state, self.manifest),
@@ -277,7 +283,8 @@ class _QualityJudge:
 
 def _model_tags(state: TrainState, manifest: Manifest) -> dict[str, str]:
     return {"step": str(state.step), "epoch": str(state.epoch), "dataset_hash": manifest.dataset_hash,
-            "ema": str(state.ema is not None).lower()}
+            "ema": str(state.ema is not None).lower(),
+            "conditional": str(unwrap(state.generator).shape.num_classes > 0).lower()}
 
 
 def _to_device(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:

@@ -31,7 +31,7 @@ from mlflow.models import Model, ModelSignature
 from mlflow.types import Schema, TensorSpec
 
 from gan.config_fields import ConfigError
-from gan.training.models import ModelShape
+from gan.training.models import ModelShape, PackedClassInput
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +43,16 @@ VERSION_METRICS = ("quality/fid_domain", "quality/fid_domain_floor", "quality/ki
                    "quality/recall")
 
 
+# What a conditional generator's one input holds (PackedClassInput), recorded in its MLmodel metadata. The tensor
+# stays unnamed: MLflow's PyTorch flavour hands a model one array, and a named input would arrive as a dict.
+CONDITIONAL_INPUT = "z, then the class index (0-based, as a float) in the last column"
+
+
 def signature(shape: ModelShape) -> ModelSignature:
-    """Input: latent vectors z (float32, (-1, latent_dim)); output: images (float32 in [-1, 1], (-1, C, H, W))."""
+    """Input: latent vectors z (float32, (-1, latent_dim)), or for a conditional generator z with the class index
+    appended ((-1, latent_dim + 1)); output: images (float32 in [-1, 1], (-1, C, H, W))."""
     return ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, shape.latent_dim))]),
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, shape.latent_dim + (shape.num_classes > 0)))]),
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, shape.channels, shape.resolution, shape.resolution))]))
 
 
@@ -62,10 +68,15 @@ def save_local(generator: torch.nn.Module, shape: ModelShape) -> Path:
     which a concurrent DDP forward fails ("Non-recursive torch.compiler.disable is not supported with
     torch.export"). It touches no server, so a tracking outage cannot stall training here."""
     directory = Path(tempfile.mkdtemp(prefix="dcgan-model-")) / "model"
-    example = torch.randn(2, shape.latent_dim, generator=torch.Generator().manual_seed(0)).numpy()
+    example = torch.randn(2, shape.latent_dim, generator=torch.Generator().manual_seed(0))
     portable = copy.deepcopy(generator).cpu().eval().requires_grad_(False)
-    mlflow.pytorch.save_model(portable, str(directory), signature=signature(shape), input_example=example,
-                              serialization_format="pt2", pip_requirements=_requirements())
+    if shape.num_classes:
+        example = torch.cat([example, torch.tensor([[0.0], [shape.num_classes - 1.0]])], 1)
+        portable = PackedClassInput(portable)
+    mlflow.pytorch.save_model(portable, str(directory), signature=signature(shape), input_example=example.numpy(),
+                              serialization_format="pt2", pip_requirements=_requirements(),
+                              metadata={"num_classes": shape.num_classes,
+                                        **({"input": CONDITIONAL_INPUT} if shape.num_classes else {})})
     return directory
 
 

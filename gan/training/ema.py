@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import update_bn
 
+from gan.training.models import PackedClassInput
+
 STATISTICS_BATCHES, STATISTICS_BATCH = 8, 256  # 2,048 fixed latent vectors measure the BatchNorm statistics
 
 
@@ -50,7 +52,11 @@ class GeneratorEMA:
             device = next(self.model.parameters()).device
             noise = torch.randn(STATISTICS_BATCHES * STATISTICS_BATCH, self.model.shape.latent_dim,
                                 generator=torch.Generator().manual_seed(0)).to(device)
-            update_bn(noise.split(STATISTICS_BATCH), self.model)
+            model, classes = self.model, self.model.shape.num_classes
+            if classes:  # every class equally often, through the one-tensor form update_bn can feed
+                noise = torch.cat([noise, (torch.arange(len(noise), device=device) % classes)[:, None].float()], 1)
+                model = PackedClassInput(self.model)
+            update_bn(noise.split(STATISTICS_BATCH), model)
             self.model.eval()
             self.stale = False
         return self.model

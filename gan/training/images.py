@@ -21,13 +21,28 @@ def image_grid(images: torch.Tensor, columns: int = 8, padding: int = 2) -> np.n
     return grid[:, :, 0] if channels == 1 else grid
 
 
+GRID_COLUMNS = 8
+MAX_GRID_CLASSES = 16  # rows of a conditional generator's grid: its first classes, one row each
+
+
+def class_rows(noise: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(z, classes) for a grid with one row per class and the same GRID_COLUMNS latent vectors in every row, so a
+    column shows one z drawn as each class."""
+    rows = min(num_classes, MAX_GRID_CLASSES)
+    return noise[:GRID_COLUMNS].repeat(rows, 1), torch.arange(rows).repeat_interleave(GRID_COLUMNS)
+
+
 @torch.no_grad()
 def sample_grid(generator: torch.nn.Module, noise: torch.Tensor) -> np.ndarray:
-    """The generator's images for fixed noise, in eval mode (BatchNorm running statistics), as a grid."""
+    """The generator's images for fixed noise, in eval mode (BatchNorm running statistics), as a grid; a
+    conditional generator's (`shape.num_classes`) as one row per class."""
     was_training = generator.training
     generator.eval()
     try:
         device = next(generator.parameters()).device
+        if generator.shape.num_classes:
+            z, classes = class_rows(noise, generator.shape.num_classes)
+            return image_grid(generator(z.to(device), classes.to(device)), columns=GRID_COLUMNS)
         return image_grid(generator(noise.to(device)))
     finally:
         generator.train(was_training)

@@ -22,28 +22,31 @@ def _local_only(module: nn.Module):
     return module.no_sync() if hasattr(module, "no_sync") else contextlib.nullcontext()
 
 
-def train_step(state: TrainState, real: torch.Tensor, bf16: bool = False) -> torch.Tensor:
-    """Update D on real and G(z), then G through D; return the values named by STEP_STATS.
+def train_step(state: TrainState, real: torch.Tensor, bf16: bool = False,
+               classes: torch.Tensor | None = None) -> torch.Tensor:
+    """Update D on real and G(z), then G through D; return the values named by STEP_STATS. With `classes` (the
+    real images' labels; conditional networks) G draws the same classes, so fakes follow the data's class mix.
 
     With bf16 the forward passes run under autocast; the losses are taken in float32 (BCE on bf16 logits would
     round D(x) near 0 and 1, exactly where the GAN's gradients live)."""
     with torch.autocast(real.device.type, dtype=torch.bfloat16, enabled=bf16):
-        return _step(state, real)
+        return _step(state, real, classes)
 
 
-def _step(state: TrainState, real: torch.Tensor) -> torch.Tensor:
+def _step(state: TrainState, real: torch.Tensor, classes: torch.Tensor | None) -> torch.Tensor:
     generator, discriminator, policy = state.generator, state.discriminator, state.augment
     noise = torch.randn(real.shape[0], state.fixed_noise.shape[1], device=real.device)
-    fake = generator(noise)
+    given = () if classes is None else (classes,)
+    fake = generator(noise, *given)
 
     # Real and fake go through D as separate batches (BatchNorm statistics must not mix them, DCGAN sec. 4);
     # the first backward stays local so D's gradients are all-reduced once, not twice.
     state.opt_d.zero_grad(set_to_none=True)
     with _local_only(discriminator):
-        real_logits = discriminator(diffaugment(real, policy))
+        real_logits = discriminator(diffaugment(real, policy), *given)
         loss_real = real_loss(real_logits)
         loss_real.mul(state.loss_weight).backward()
-    fake_logits = discriminator(diffaugment(fake.detach(), policy))
+    fake_logits = discriminator(diffaugment(fake.detach(), policy), *given)
     loss_fake = fake_loss(fake_logits)
     loss_fake.mul(state.loss_weight).backward()
     state.opt_d.step()
@@ -51,7 +54,7 @@ def _step(state: TrainState, real: torch.Tensor) -> torch.Tensor:
     # D's gradients from the generator step are thrown away, so they need no all-reduce either.
     state.opt_g.zero_grad(set_to_none=True)
     with _local_only(discriminator):
-        loss_g = generator_loss(discriminator(diffaugment(fake, policy)))
+        loss_g = generator_loss(discriminator(diffaugment(fake, policy), *given))
         loss_g.mul(state.loss_weight).backward()
     state.opt_g.step()
     state.step += 1
