@@ -61,8 +61,8 @@ def index(config: ShardConfig, out: str) -> int:
     counts = ", ".join(f"{split}: {len(shards)} shards / {manifest.sample_count(split)} images"
                        for split, shards in manifest.splits.items())
     print(f"make_shards: indexed {config.index} into {storage.join(out, MANIFEST_NAME)} ({counts}; "
-          f"{manifest.image_format} fitted to {manifest.resolution}px x {manifest.channels}ch at load time; {labels}; dataset hash "
-          f"{manifest.dataset_hash}); no shard was rewritten")
+          f"{manifest.image_format} fitted to {manifest.resolution}px x {manifest.channels}ch at load time; "
+          f"{labels}; dataset hash {manifest.dataset_hash}); no shard was rewritten")
     return 0
 
 

@@ -23,8 +23,8 @@ from tests.helpers import BUCKET, S3_ACCESS_KEY, S3_SECRET_KEY, clean_env, sweep
 # with a long file at the end (pyproject.toml's --no-loadscope-reorder keeps this order; xdist would otherwise sort
 # files by their number of tests). The multi-node file, mostly waiting on Ray's timers, overlaps the CPU-bound sweep;
 # the sweep's readers run after it (they wait for it). Times: tests/README.md.
-LONGEST_FIRST = ("test_multinode", "test_sweep", "test_user_folders", "test_outages", "test_cluster", "test_faults",
-                 "test_model_registry")
+LONGEST_FIRST = ("test_multinode", "test_sweep", "test_user_folders", "test_foreign_shards", "test_outages",
+                 "test_cluster", "test_faults", "test_model_registry")
 
 
 def pytest_collection_modifyitems(items):
