@@ -38,10 +38,7 @@ def report_skipped(out: str, folder: str, unreadable: list[str]) -> None:
 
 def index(config: ShardConfig, out: str) -> int:
     """--index: shards.json for shards other tools wrote; they are read once and left as they are."""
-    from gan.shards import storage
-    from gan.shards.class_mix import holdout_mix
-    from gan.shards.index import build_index
-    from gan.shards.manifest import MANIFEST_NAME
+    from gan.shards.index import build_index, index_warnings, summary
 
     if config.tasks:
         from gan.run.ray_session import start_or_join
@@ -49,20 +46,9 @@ def index(config: ShardConfig, out: str) -> int:
         start_or_join()
     manifest = build_index(config.index, out, config.resolution, config.channels, config.labels, config.holdout,
                            config.holdout_fraction, config.seed, config.strict, config.tasks)
-    if manifest.small_images:
-        print(f"make_shards: warning: {manifest.small_images} images are smaller than {manifest.resolution} px and "
-              f"will be upscaled when loaded (--strict refuses them)", file=sys.stderr)
-    held = holdout_mix(manifest.shards("train"), manifest.splits.get("holdout", []), config.seed)
-    if held is not None and held.skewed:
-        print(f"make_shards: warning: {held.describe()}; name shards that hold every class with --holdout",
-              file=sys.stderr)
-    labels = (f"{len(manifest.class_names)} classes from {manifest.label_source}" if manifest.label_source != "none"
-              else "no labels (the label-free metric applies)")
-    counts = ", ".join(f"{split}: {len(shards)} shards / {manifest.sample_count(split)} images"
-                       for split, shards in manifest.splits.items())
-    print(f"make_shards: indexed {config.index} into {storage.join(out, MANIFEST_NAME)} ({counts}; "
-          f"{manifest.image_format} fitted to {manifest.resolution}px x {manifest.channels}ch at load time; "
-          f"{labels}; dataset hash {manifest.dataset_hash}); no shard was rewritten")
+    for warning in index_warnings(manifest, config.seed):
+        print(f"make_shards: warning: {warning}", file=sys.stderr)
+    print(f"make_shards: {summary(manifest, config.index, out)}")
     return 0
 
 

@@ -22,7 +22,8 @@ from webdataset.tariterators import group_by_keys, tar_file_iterator
 
 from gan.shards import storage
 from gan.shards.foreign import check_label_source, image_member, image_size, label_value, sorted_label_values
-from gan.shards.manifest import Manifest, ManifestError, ShardInfo, write_manifest
+from gan.shards.class_mix import holdout_mix
+from gan.shards.manifest import MANIFEST_NAME, Manifest, ManifestError, ShardInfo, write_manifest
 
 
 class IndexingError(ManifestError):
@@ -188,6 +189,28 @@ def build_index(pattern: str, out: str, resolution: int, channels: int, label_so
         raise storage.StorageError(f"{error}; when the shards' bucket is read-only, write the index elsewhere with "
                                    f"--out") from None
     return manifest
+
+
+def index_warnings(manifest: Manifest, seed: int = 0) -> list[str]:
+    """What an index found that a user should fix or know: upscaled images, a holdout of few classes."""
+    warnings = []
+    if manifest.small_images:
+        warnings.append(f"{manifest.small_images} images are smaller than {manifest.resolution} px and will be "
+                        f"upscaled when loaded (--strict refuses them)")
+    held = holdout_mix(manifest.shards("train"), manifest.splits.get("holdout", []), seed)
+    if held is not None and held.skewed:
+        warnings.append(f"{held.describe()}; name shards that hold every class with --holdout")
+    return warnings
+
+
+def summary(manifest: Manifest, pattern: str, out: str) -> str:
+    labels = (f"{len(manifest.class_names)} classes from {manifest.label_source}" if manifest.label_source != "none"
+              else "no labels (the label-free metric applies)")
+    counts = ", ".join(f"{split}: {len(shards)} shards / {manifest.sample_count(split)} images"
+                       for split, shards in manifest.splits.items())
+    return (f"indexed {pattern} into {storage.join(out, MANIFEST_NAME)} ({counts}; {manifest.image_format} fitted to "
+            f"{manifest.resolution}px x {manifest.channels}ch at load time; {labels}; dataset hash "
+            f"{manifest.dataset_hash}); no shard was rewritten")
 
 
 def _hold_out_whole_shards(shards: list[ShardIndex], fraction: float, seed: int) -> dict[str, list[ShardIndex]]:
