@@ -73,10 +73,10 @@ def expand(pattern: str, flag: str = "--index") -> list[str]:
     missing = [url for url in urls if url not in existing and str(Path(url)) not in existing]
     if len(missing) == len(urls):
         raise IndexingError(f"{flag} {pattern}: matches none of the {len(existing)} objects under {folder}; check the "
-                          f"bucket, the prefix and the brace range (e.g. train-{{000000..000127}}.tar)")
+                            f"bucket, the prefix and the brace range (e.g. train-{{000000..000127}}.tar)")
     if missing:
         raise IndexingError(f"{flag} {pattern}: {len(missing)} of {len(urls)} shards do not exist (first: "
-                          f"{missing[0]}); fix the brace range or upload them")
+                            f"{missing[0]}); fix the brace range or upload them")
     return urls
 
 
@@ -134,7 +134,7 @@ def _labels_used(found: list[ShardIndex], label_source: str) -> str:
     if unlabelled == sum(shard.samples for shard in found):
         return "none"
     raise IndexingError(f"{unlabelled} samples have no .cls member and the others do: index with --labels none, or "
-                      f"--labels json:FIELD when the label is in each sample's .json")
+                        f"--labels json:FIELD when the label is in each sample's .json")
 
 
 def _name_of(url: str, out: str) -> str:
@@ -163,7 +163,7 @@ def build_index(pattern: str, out: str, resolution: int, channels: int, label_so
     small = sum(shard.small_images for shard in found)
     if small and strict:
         raise IndexingError(f"{small} images are smaller than --resolution {resolution} px; they would be upscaled. "
-                          f"Index at a lower --resolution, or without --strict to upscale them (counted)")
+                            f"Index at a lower --resolution, or without --strict to upscale them (counted)")
     values = sorted_label_values({value for shard in found for value in shard.labels if value is not None})
     by_url = {shard.url: shard for shard in found}
     splits = {"train": [by_url[url] for url in urls], "holdout": [by_url[url] for url in holdout_urls]}
