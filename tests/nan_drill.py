@@ -20,8 +20,8 @@ def install() -> None:
 
     real_step = gan.run.worker.train_step
 
-    def drilled_step(state, images, bf16=False):
-        stats = real_step(state, images, bf16=bf16)
+    def drilled_step(state, images, bf16=False, classes=None):
+        stats = real_step(state, images, bf16=bf16, classes=classes)
         if state.step == DRILL_STEP and math.isclose(state.opt_g.param_groups[0]["lr"], float(rate)):
             stats = stats.clone()
             stats[STEP_STATS.index("loss/G")] = float("nan")

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from gan.tracking.runs import ui_link
 from tests.helpers import REPO
 from tests.mlflow_ui import (CHROMIUM, browser_page, chart_card, image_size, open_artifact, open_model_metrics,
     open_runs_table, plotted_line_count, sample_grid, slide_to_last_step, table_rows)
@@ -39,15 +40,21 @@ def ui(swept):
     server.stop()
 
 
-def test_the_experiment_opens_in_the_model_training_view_not_the_genai_one(ui):
+def test_the_link_a_job_prints_opens_the_model_training_view_not_the_genai_one(ui):
     experiment = ui["client"].get_experiment(ui["experiment_id"])
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    link = ui_link(ui["url"], ui["train"].info.run_id)  # what jobs.train prints for a server
+    assert link.startswith(ui["url"]) and link.endswith("?workflowType=machine_learning")
     with browser_page() as page:
-        page.goto(f"{ui['url']}/#/experiments/{ui['experiment_id']}")
+        # The experiment's page with the same view: MLflow 3.17.2 opens it in its GenAI overview otherwise (traces,
+        # judges, "Agent versions"), whatever the tag says, unless the browser last chose Model training.
+        page.goto(f"{ui['url']}/#/experiments/{ui['experiment_id']}?workflowType=machine_learning")
         page.get_by_text(ui["parent"].info.run_name, exact=True).wait_for()  # lands on the runs table
         page.screenshot(path=str(SHOTS / "experiment_landing.png"))
-        genai = [text for text in ("Agent versions", "Traces", "Judges") if page.get_by_text(text, exact=True).count()]
+        genai = [text for text in ("Agent versions", "Judges", "Prompts") if page.get_by_text(text, exact=True).count()]
         assert "/runs" in page.url and not genai, (page.url, genai)
+        page.goto(link)
+        page.get_by_text("Model metrics", exact=True).first.wait_for()  # the run's own page, same view
 
 
 def test_experiment_page_lists_the_sweep_and_its_trials_with_lr_and_latent_size(ui):

@@ -25,14 +25,16 @@ def run(config: TrainConfig, facts: dict[str, str]):
     """Open the MLflow run (unless --no-tracking), fit the TorchTrainer, close the run; returns Ray's Result."""
     from gan.run.ray_session import start_or_join
     from gan.run.worker import build_trainer, failure_summary
-    from gan.tracking.runs import close_run, open_run
+    from gan.tracking.runs import close_run, open_run, ui_link
 
     start_or_join()
     run_id = None
     if config.tracking:
         run_id = open_run(config.tracking_uri, config.experiment, config.artifact_root, config.run_name,
                           {**to_dict(config), **facts}, {"job": "train"})
-        print(f"train: MLflow run {run_id} in experiment {config.experiment!r} at {config.tracking_uri}", flush=True)
+        print(f"train: MLflow run {run_id} in experiment {config.experiment!r} at {config.tracking_uri}; in the UI"
+              f"{'' if config.tracking_uri.startswith('http') else ' (mlflow ui --backend-store-uri URI)'}: "
+              f"{ui_link(config.tracking_uri, run_id)}", flush=True)
     print(f"train: Ray Train run {config.run_name!r} in {config.storage_path}", flush=True)
     status, failure = "FAILED", "interrupted"
     try:

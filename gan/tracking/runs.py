@@ -57,9 +57,20 @@ def check_tracking(uri: str) -> None:
                               f"an existing folder")
 
 
-# MLflow 3's UI opens an experiment without this tag in its GenAI view (traces, judges, "Agent versions"); with it,
-# in the model-training view: the runs table, charts and logged models. A kind someone set already is left alone.
+# The kind of experiment this is, which MLflow's UI reads to choose its model-training view over its GenAI one
+# (traces, judges, "Agent versions"). A kind someone set already is left alone. MLflow 3.17.2's UI reads the tag
+# only while it hides its GenAI / Model training switch; with the switch shown, the URL's workflowType or the
+# browser's last choice decides, so the links we print carry MODEL_TRAINING_VIEW.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+MODEL_TRAINING_VIEW = "workflowType=machine_learning"
+
+
+def ui_link(tracking_uri: str, run_id: str) -> str:
+    """The run's page in the MLflow UI, in the model-training view; for a local store, on `mlflow ui`'s default
+    address."""
+    experiment_id = MlflowClient(tracking_uri).get_run(run_id).info.experiment_id
+    base = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    return f"{redact(base)}/#/experiments/{experiment_id}/runs/{run_id}?{MODEL_TRAINING_VIEW}"
 
 
 def _experiment_id(client: MlflowClient, name: str, artifact_root: str, tracking_uri: str) -> str:
