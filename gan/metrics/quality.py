@@ -15,6 +15,7 @@
 """
 from __future__ import annotations
 
+import itertools
 import time
 
 import numpy as np
@@ -128,7 +129,7 @@ def generate(generator: torch.nn.Module, latent_dim: int, samples: int, seed: in
     with like; a conditional generator draws `classes`."""
     device = next(generator.parameters()).device
     noise = torch.randn(samples, latent_dim, generator=torch.Generator().manual_seed(seed)).to(device)
-    given = [()] * samples if classes is None else [(chunk.to(device),) for chunk in classes.split(500)]
+    given = itertools.repeat(()) if classes is None else [(chunk.to(device),) for chunk in classes.split(500)]
     was_training = generator.training
     exported = isinstance(generator, torch.fx.GraphModule)  # a loaded logged model: its mode was fixed at export
     if not exported:
@@ -162,9 +163,9 @@ def evaluate_generator(generator: torch.nn.Module, reference: QualityReference, 
     classifier = reference.classifier()
     features = classifier.features(images)
     metrics = quality_of_features(reference, features)
-    if classes is not None:
+    if classes is not None:  # the classifier's head on the features just computed
         with torch.no_grad():
-            predicted = torch.cat([classifier(chunk).argmax(1) for chunk in images.split(500)])
+            predicted = classifier.head(features.float()).argmax(1)
         metrics["quality/class_match"] = float((predicted == classes).float().mean())
     if memorisation:
         metrics["quality/memorised_share"] = memorised_share(reference.real_features, features)

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from gan.shards import foreign
+
 IMAGE_FORMATS = ("npy", "raw", "png")
 
 
@@ -83,8 +85,6 @@ class ImageSpec:
     def decode_sample(self, sample: dict) -> tuple[np.ndarray, int]:
         """(C, H, W) uint8 and the class index (-1: none); ValueError naming what the sample lacks."""
         if self.fitted:
-            from gan.shards import foreign
-
             _, body = foreign.image_member(sample)
             return (foreign.fit_image(body, self.resolution, self.channels),
                     foreign.label_index(sample, self.label_source, self.label_values))
