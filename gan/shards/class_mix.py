@@ -26,6 +26,16 @@ def class_histogram(labels: np.ndarray, num_classes: int) -> tuple[int, ...]:
     return tuple(int(count) for count in np.bincount(labels, minlength=num_classes))
 
 
+def beyond_chance(distance: float, random_distance: float) -> bool:
+    """A class-mix distance too far above what random draws of the same sizes show (SKEW_TOLERANCE, SKEW_MARGIN)."""
+    return distance > SKEW_TOLERANCE * random_distance + SKEW_MARGIN
+
+
+def _labelled(shards: list[ShardInfo]) -> bool:
+    """Shards whose class mix can be judged: histograms recorded, and at least two classes."""
+    return bool(shards) and all(shard.classes is not None for shard in shards) and len(shards[0].classes) >= 2
+
+
 def _distance(counts: np.ndarray, shares: np.ndarray) -> float:
     """Total-variation distance between a shard's class shares and the split's."""
     return 0.5 * float(np.abs(counts / max(1, counts.sum()) - shares).sum())
@@ -40,7 +50,7 @@ class ClassMix:
 
     @property
     def skewed(self) -> bool:
-        return self.mean_distance > SKEW_TOLERANCE * self.random_distance + SKEW_MARGIN
+        return beyond_chance(self.mean_distance, self.random_distance)
 
     def describe(self) -> str:
         return (f"shards differ from their split's class mix by {self.mean_distance:.2f} on average (total "
@@ -51,7 +61,7 @@ class ClassMix:
 def class_mix(shards: list[ShardInfo], seed: int = 0) -> ClassMix | None:
     """The split's mix, or None when there is nothing to judge: fewer than two classes, or shards written before
     histograms were recorded."""
-    if not shards or any(shard.classes is None for shard in shards) or len(shards[0].classes) < 2:
+    if not _labelled(shards):
         return None
     counts = np.array([shard.classes for shard in shards], dtype=np.int64)
     shares = counts.sum(0) / max(1, counts.sum())
@@ -70,7 +80,7 @@ class HoldoutMix:
 
     @property
     def skewed(self) -> bool:
-        return self.distance > SKEW_TOLERANCE * self.random_distance + SKEW_MARGIN
+        return beyond_chance(self.distance, self.random_distance)
 
     def describe(self) -> str:
         return (f"the holdout's class mix differs from the train split's by {self.distance:.2f} (total variation; a "
@@ -81,7 +91,7 @@ class HoldoutMix:
 def holdout_mix(train: list[ShardInfo], holdout: list[ShardInfo], seed: int = 0) -> HoldoutMix | None:
     """How far the holdout's classes are from train's (whole shards held out of class-sorted shards hold few
     classes); None when there is nothing to judge."""
-    if class_mix(train, seed) is None or not holdout or any(shard.classes is None for shard in holdout):
+    if not (_labelled(train) and _labelled(holdout)):  # no simulation of train's mix just to ask this
         return None
     train_counts = np.array([shard.classes for shard in train], dtype=np.int64).sum(0)
     counts = np.array([shard.classes for shard in holdout], dtype=np.int64).sum(0)

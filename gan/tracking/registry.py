@@ -71,7 +71,7 @@ def save_local(generator: torch.nn.Module, shape: ModelShape) -> Path:
     example = torch.randn(2, shape.latent_dim, generator=torch.Generator().manual_seed(0))
     portable = copy.deepcopy(generator).cpu().eval().requires_grad_(False)
     if shape.num_classes:
-        example = torch.cat([example, torch.tensor([[0.0], [shape.num_classes - 1.0]])], 1)
+        example = PackedClassInput.pack(example, torch.tensor([0, shape.num_classes - 1]))
         portable = PackedClassInput(portable)
     mlflow.pytorch.save_model(portable, str(directory), signature=signature(shape), input_example=example.numpy(),
                               serialization_format="pt2", pip_requirements=_requirements(),

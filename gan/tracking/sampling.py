@@ -13,6 +13,7 @@ import torch
 
 from gan.shards import storage
 from gan.training.images import GRID_COLUMNS, class_rows, image_grid
+from gan.training.models import PackedClassInput
 
 MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
 
@@ -35,7 +36,7 @@ class Sampler:
             if classes is None or int(classes.min()) < 0 or int(classes.max()) >= self.num_classes:
                 raise ValueError(f"{self.source} is class-conditional: give each image a class in 0.."
                                  f"{self.num_classes - 1}")
-            z = torch.cat([z, classes.float().view(-1, 1)], 1)
+            z = PackedClassInput.pack(z, classes)
         elif classes is not None:
             raise ValueError(f"{self.source} is not class-conditional: it draws no --class")
         return torch.cat([self.module(chunk) for chunk in z.split(500)])
@@ -53,7 +54,6 @@ def load(reference: str, tracking_uri: str = "") -> Sampler:
         return Sampler(mlflow.pytorch.load_model(reference, map_location="cpu"), latent_dim, reference, num_classes)
     if storage.is_s3(reference) or Path(reference).is_dir():
         from gan.training.checkpoint import load_generator
-        from gan.training.models import PackedClassInput
 
         generator = load_generator(reference)
         classes = generator.shape.num_classes

@@ -54,7 +54,7 @@ class GeneratorEMA:
                                 generator=torch.Generator().manual_seed(0)).to(device)
             model, classes = self.model, self.model.shape.num_classes
             if classes:  # every class equally often, through the one-tensor form update_bn can feed
-                noise = torch.cat([noise, (torch.arange(len(noise), device=device) % classes)[:, None].float()], 1)
+                noise = PackedClassInput.pack(noise, torch.arange(len(noise), device=device) % classes)
                 model = PackedClassInput(self.model)
             update_bn(noise.split(STATISTICS_BATCH), model)
             self.model.eval()

@@ -107,6 +107,11 @@ class PackedClassInput(nn.Module):
         super().__init__()
         self.generator = generator
 
+    @staticmethod
+    def pack(z: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """The one tensor forward() reads: z with each image's class appended as a float column."""
+        return torch.cat([z, classes.to(z.dtype).view(-1, 1)], 1)
+
     def forward(self, packed: torch.Tensor) -> torch.Tensor:
         return self.generator(packed[:, :-1], packed[:, -1].round().long())
 
