@@ -48,3 +48,20 @@ def test_a_generator_whose_measurement_cannot_be_linked_to_it_is_never_ready(tmp
     assert registry.run_models(client, run.info.run_id) == []
     (failed,) = registry.run_models(client, run.info.run_id, unfinished=True)
     assert failed.status == LoggedModelStatus.FAILED
+
+
+def test_an_unmeasured_generator_is_registered_without_becoming_champion(tmp_path):
+    """A run with --quality-every 0 logs its final generator without metrics; registering it must neither fail nor
+    crown a generator nobody measured, and the console line says so."""
+    tracking = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    client = MlflowClient(tracking)
+    run = client.create_run(client.create_experiment("unmeasured", artifact_location=str(tmp_path / "artifacts")))
+    generator, _ = build_models(SHAPE)
+    registry.upload(tracking, run.info.run_id, registry.save_local(generator, SHAPE), step=5, tags={}, metrics={})
+
+    registration = registry.register_best(tracking, run.info.run_id, "unmeasured-test", dataset_hash="abc")
+
+    assert registration.version == "1" and registration.champion_version is None
+    assert "not measured" in registration.describe() and "none is champion" in registration.describe()
+    with pytest.raises(MlflowException):
+        client.get_model_version_by_alias("unmeasured-test", registry.CHAMPION)

@@ -236,8 +236,8 @@ def registry_conflict(tracking_uri: str, name: str, dataset_hash: str) -> str:
 class Registration:
     name: str
     version: str
-    fid: float
-    champion_version: str
+    fid: float  # inf: the version was never measured (a run with --quality-every 0)
+    champion_version: str | None  # None: no version of the name was ever measured, so none is the champion
     champion_fid: float
 
     @property
@@ -245,7 +245,10 @@ class Registration:
         return self.version == self.champion_version
 
     def describe(self) -> str:
-        head = f"registered {self.name} version {self.version} (fid_domain {self.fid:.2f})"
+        measured = f"fid_domain {self.fid:.2f}" if math.isfinite(self.fid) else "not measured: --quality-every 0"
+        head = f"registered {self.name} version {self.version} ({measured})"
+        if self.champion_version is None:
+            return f"{head}; no version of {self.name} was measured, so none is {CHAMPION}"
         if self.is_champion:
             return f"{head}; it is now models:/{self.name}@{CHAMPION}"
         return (f"{head}; {CHAMPION} stays version {self.champion_version} (fid_domain {self.champion_fid:.2f} on "
@@ -280,7 +283,7 @@ def register_best(tracking_uri: str, run_id: str, name: str, dataset_hash: str) 
     if same_data and fid < current_fid:
         client.set_registered_model_alias(name, CHAMPION, version.version)
         current, current_fid = version, fid
-    return Registration(name, str(version.version), fid, str(current.version), current_fid)
+    return Registration(name, str(version.version), fid, str(current.version) if current else None, current_fid)
 
 
 def report_registration(job: str, tracking_uri: str, run_id: str, data_facts: dict[str, str]) -> None:

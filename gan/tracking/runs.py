@@ -277,13 +277,43 @@ class CheckpointTags:
     def __init__(self, tracking_uri: str, run_id: str, run_folder: str):
         self.tracking_uri, self.run_id, self.run_folder = tracking_uri, run_id, run_folder.rstrip("/")
         self.best: float | None = None  # read from the run on first use: a resumed run keeps its best
+        self._client: MlflowClient | None = None
+        self._opening: threading.Thread | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_client": None, "_opening": None}
+
+    def open_in_background(self) -> None:
+        """Connect to the store now, beside the workers' start. A process's first call to an MLflow store costs
+        ~1.3 s of CPU (a sqlite store checks its schema), which would otherwise land inside the run's second tick,
+        on the cores training uses."""
+        self._opening = threading.Thread(target=self._open_quietly, name="mlflow-checkpoint-tags", daemon=True)
+        self._opening.start()
+
+    def _open(self) -> MlflowClient:
+        """The connected client; waits for the connection opened in the background, or opens one."""
+        if self._opening is not None:
+            self._opening.join()
+            self._opening = None
+        if self._client is None:
+            self._connect()
+        return self._client
+
+    def _connect(self) -> None:
+        client = MlflowClient(self.tracking_uri)
+        self.best = float(client.get_run(self.run_id).data.tags.get("checkpoint.best_fid_domain", "inf"))
+        self._client = client
+
+    def _open_quietly(self) -> None:
+        try:
+            self._connect()
+        except Exception:  # noqa: BLE001 - the first record() tries again and says what failed
+            pass
 
     def record(self, checkpoint_name: str, score: float) -> None:
         """`score`: the fid_domain measured at this checkpoint's report (very large when none was)."""
         try:
-            client = MlflowClient(self.tracking_uri)
-            if self.best is None:
-                self.best = float(client.get_run(self.run_id).data.tags.get("checkpoint.best_fid_domain", "inf"))
+            client = self._open()
             path = f"{self.run_folder}/{checkpoint_name}"
             client.set_tag(self.run_id, "checkpoint.latest", path)
             if score < self.best:
