@@ -69,3 +69,43 @@ def test_a_checkpoint_from_before_the_ema_starts_the_average_at_its_weights(tmp_
     load_checkpoint(with_ema, tmp_path / "old")
     for a, b in zip(with_ema.ema.model.state_dict().values(), plain.generator.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def _averaged_generator(shape: ModelShape) -> GeneratorEMA:
+    return GeneratorEMA(TrainState.create(shape, 2e-4, 0.5, seed=0).generator, half_life_kimg=1.0, rampup=0.0)
+
+
+def _statistics_on_two_ranks(rank: int, port: int, shape: ModelShape, weights: dict, out: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        ema = _averaged_generator(shape)
+        ema.model.load_state_dict(weights)
+        ema.measure_statistics(rank, world_size=2)
+        if rank == 0:
+            torch.save(ema.model.state_dict(), out)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("classes", [0, 3])
+def test_statistics_measured_across_two_ranks_are_the_ones_one_process_measures(tmp_path, classes):
+    """Each rank runs half the fixed latent batches and the ranks average: the state a checkpoint saves must be
+    what one process running them all would save (real gloo collectives in two processes)."""
+    import torch.multiprocessing as mp
+
+    from tests.services import free_port
+
+    shape = ModelShape(32, 1, latent_dim=8, g_features=4, d_features=4, num_classes=classes)
+    alone = _averaged_generator(shape)
+    with torch.no_grad():
+        for param in alone.model.parameters():
+            param.add_(torch.randn_like(param) * 0.1)  # weights whose statistics differ from the initial ones
+    weights = {k: v.clone() for k, v in alone.model.state_dict().items()}
+    alone.measure_statistics()
+    mp.spawn(_statistics_on_two_ranks, args=(free_port(), shape, weights, str(tmp_path / "two.pt")), nprocs=2)
+    shared = torch.load(tmp_path / "two.pt", weights_only=True)
+    for key, value in alone.model.state_dict().items():
+        assert torch.allclose(value.float(), shared[key].float(), rtol=1e-5, atol=1e-6), key
+    assert any("running_var" in key for key in shared)

@@ -83,6 +83,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                    "cluster/world_size": run.world_size, **timer.finish(tick.steps * schedule.images_per_step),
                    **sum_across_ranks(batches.health.unreported_metrics())}
         tracker.log_metrics(metrics, state.step)
+        if state.ema is not None:  # a collective: each rank measures its share, before rank 0's grid and checkpoint
+            state.ema.measure_statistics(run.rank, run.world_size)
         if judge is not None and (tick.index % config.quality_every == 0 or tick.index in (1, last.index)):
             quality = judge.measure(state, final=tick.index == last.index)
         measured = judge is not None and judge.measured_at(tick)

@@ -53,14 +53,42 @@ class GeneratorEMA:
         """The averaged generator in eval mode, with BatchNorm statistics measured for its own weights on fixed
         noise (once per change of the weights: about once per report)."""
         if self.stale:
-            device = next(self.model.parameters()).device
-            noise = torch.randn(STATISTICS_BATCHES * STATISTICS_BATCH, self.model.shape.latent_dim,
-                                generator=torch.Generator().manual_seed(0)).to(device)
-            model, classes = self.model, self.model.shape.num_classes
-            if classes:  # every class equally often, through the one-tensor form update_bn can feed
-                noise = PackedClassInput.pack(noise, torch.arange(len(noise), device=device) % classes)
-                model = PackedClassInput(self.model)
-            update_bn(noise.split(STATISTICS_BATCH), model)
-            self.model.eval()
-            self.stale = False
+            self.measure_statistics()
         return self.model
+
+    @torch.no_grad()
+    def measure_statistics(self, rank: int = 0, world_size: int = 1) -> None:
+        """Measure the averaged weights' BatchNorm statistics on the fixed latent batches. Given ranks, each rank
+        runs its share of the batches and the statistics are averaged across ranks (a collective: every rank calls
+        it): the same numbers one process gets running them all, since update_bn (momentum None) averages per-batch
+        statistics, in a fraction of the time, on ranks that would otherwise wait for rank 0's report."""
+        device = next(self.model.parameters()).device
+        noise = torch.randn(STATISTICS_BATCHES * STATISTICS_BATCH, self.model.shape.latent_dim,
+                            generator=torch.Generator().manual_seed(0)).to(device)
+        model, classes = self.model, self.model.shape.num_classes
+        if classes:  # every class equally often, through the one-tensor form update_bn can feed
+            noise = PackedClassInput.pack(noise, torch.arange(len(noise), device=device) % classes)
+            model = PackedClassInput(self.model)
+        batches = noise.split(STATISTICS_BATCH)
+        mine = batches[rank::world_size]
+        update_bn(mine, model)
+        if world_size > 1:
+            _average_statistics(self.model, len(mine), len(batches))
+        self.model.eval()
+        self.stale = False
+
+
+def _average_statistics(model: nn.Module, own_batches: int, all_batches: int) -> None:
+    """Each BatchNorm's running mean and variance, weighted by the batches each rank measured, summed over ranks."""
+    import torch.distributed as dist
+
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    flat = torch.cat([t.flatten() for m in norms for t in (m.running_mean, m.running_var)]) * own_batches
+    dist.all_reduce(flat)
+    flat /= all_batches
+    offset = 0
+    for norm in norms:
+        for buffer in (norm.running_mean, norm.running_var):
+            buffer.copy_(flat[offset:offset + buffer.numel()].view_as(buffer))
+            offset += buffer.numel()
+        norm.num_batches_tracked.fill_(all_batches)

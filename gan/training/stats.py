@@ -74,11 +74,12 @@ class TickTimer:
         """The cycle's perf/* metrics; the next cycle starts now."""
         now, cpu = time.perf_counter(), self._cpu_seconds()
         seconds, loop_seconds = now - self._cycle_start, now - self._loop_start
+        # Before this tick's first step: the previous report's quality measurement, grid, checkpoint and report
+        # (for the first tick, the step-0 grid).
+        report_seconds = self._loop_start - self._cycle_start
         tracking_cpu, self._cycle_start, self._cycle_cpu = cpu - self._cycle_cpu, now, cpu
         return {"perf/epoch_seconds": seconds, "perf/step_fraction": self.step_seconds / seconds,
-                # Before this tick's first step: the previous report's quality measurement, grid, checkpoint and
-                # report (for the first tick, the step-0 grid).
-                "perf/report_seconds": self._loop_start - self._cycle_start,
+                "perf/report_seconds": report_seconds,
                 "perf/epoch_img_per_s": images / seconds, "perf/loop_img_per_s": images / loop_seconds,
                 # Tracking's cost in CPU time, which a wall-clock A/B on a shared machine cannot resolve.
                 "perf/tracking_cpu_share": tracking_cpu / seconds}
