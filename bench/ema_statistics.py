@@ -1,7 +1,7 @@
 """How many latent vectors the EMA generator's BatchNorm statistics need (gan/training/ema.py).
 
 Takes a run's newest checkpoint, measures the averaged generator's BatchNorm statistics from N fixed latent vectors
-(three draws each) and scores each result's fid_domain at two sample seeds against the run's quality reference; then
+in batches (three draws each) and scores each result's fid_domain at two sample seeds against the run's quality reference; then
 times the statistics pass itself at 32x32x1 and 64x64x3 with the default networks.
 
     .venv/bin/python bench/ema_statistics.py RUN_FOLDER --shards data/mnist     # RUN_FOLDER: Ray Train's run folder
@@ -26,25 +26,25 @@ from gan.metrics.quality import evaluate_generator  # noqa: E402
 from gan.shards.manifest import read_manifest  # noqa: E402
 from gan.training.models import Generator, ModelShape, build_models  # noqa: E402
 
-COUNTS, BATCH = (2048, 512), 256
+SETTINGS = ((2048, 256), (512, 256), (256, 128))  # (latent vectors, batch)
 
 
-def measured_statistics(generator: torch.nn.Module, count: int, seed: int) -> torch.nn.Module:
+def measured_statistics(generator: torch.nn.Module, count: int, batch: int, seed: int) -> torch.nn.Module:
     measured = copy.deepcopy(generator).requires_grad_(False)
     noise = torch.randn(count, generator.shape.latent_dim, generator=torch.Generator().manual_seed(100 + seed))
-    update_bn(noise.split(BATCH), measured)
+    update_bn(noise.split(batch), measured)
     return measured.eval()
 
 
-def seconds_per_pass(resolution: int, channels: int, count: int) -> float:
+def seconds_per_pass(resolution: int, channels: int, count: int, batch: int) -> float:
     defaults = TrainConfig()
     generator, _ = build_models(ModelShape(resolution, channels, defaults.latent_dim, defaults.g_features,
                                            defaults.d_features))
     generator = generator.to(memory_format=torch.channels_last).requires_grad_(False)
-    measured_statistics(generator, count, 0)  # warm-up
+    measured_statistics(generator, count, batch, 0)  # warm-up
     start = time.perf_counter()
     for seed in range(2):
-        measured_statistics(generator, count, seed)
+        measured_statistics(generator, count, batch, seed)
     return (time.perf_counter() - start) / 2
 
 
@@ -62,15 +62,15 @@ def main() -> None:
     generator.load_state_dict(saved["generator_ema"])
     reference = load_run_reference(args.shards, read_manifest(args.shards))
     result = {"checkpoint": str(checkpoint), "step": meta["step"]}
-    for count in COUNTS:
-        fids = [evaluate_generator(measured_statistics(generator, count, seed), reference,
+    for count, batch in SETTINGS:
+        fids = [evaluate_generator(measured_statistics(generator, count, batch, seed), reference,
                                    generator.shape.latent_dim, args.samples, seed=sample_seed)["quality/fid_domain"]
                 for seed in range(3) for sample_seed in (0, 1)]
         result[f"fid_domain_{count}"] = {"mean": round(statistics.mean(fids), 2),
                                          "sd": round(statistics.stdev(fids), 2), "runs": [round(f, 2) for f in fids]}
         for resolution, channels in ((32, 1), (64, 3)):
             result[f"seconds_{count}_{resolution}x{resolution}x{channels}"] = round(
-                seconds_per_pass(resolution, channels, count), 3)
+                seconds_per_pass(resolution, channels, count, batch), 3)
     print(json.dumps(result, indent=2))
     out = Path(__file__).with_name("results")
     out.mkdir(exist_ok=True)

@@ -3,7 +3,7 @@
 1. reference: a plain single-process DCGAN step (the same train_step arithmetic), synthetic tensors, every thread
    of the machine, no Ray / loader / tracking, global batch = ours;
 2. ours: the real training job in-process (Ray Train, N DDP workers, shards streamed through WebDataset, MLflow on),
-   over the last two epochs (the first is warm-up): the steady training loop (steps with their data loading and
+   over its epochs after the first (warm-up): 3 with --quick, 5 without: the steady training loop (steps with their data loading and
    logging: `perf/loop_img_per_s`) and the whole epoch (plus its sample grid, checkpoint and report);
 3. ours / reference at 32x32x1 and 64x64x3, for the steady loop and the whole epoch; by default with 1 worker
    holding every thread, as the reference does (on one 2-core machine DDP cannot gain), plus 2 workers x 1 thread
@@ -13,11 +13,12 @@
 5. tracking overhead: ours with MLflow on vs --no-tracking (wall clock), and the CPU time the MLflow logger thread
    used per epoch (`perf/tracking_cpu_share`), which this machine's wandering speed cannot blur.
 
-    .venv/bin/python bench/throughput.py --quick      # < 5 minutes on 2 cores; last line is one JSON object
+    .venv/bin/python bench/throughput.py --quick      # ~5 minutes on 2 cores; last line is one JSON object
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -74,6 +75,8 @@ def ours_img_per_s(shards: str, work: Path, name: str, *flags: str) -> tuple[flo
                                  "--tracking-uri", f"sqlite:///{work / 'mlruns.db'}", "--artifact-root",
                                  str(work / "mlartifacts"), "--experiment", "bench", "--quality-every", "0",
                                  "--epochs", "3", *flags]).resolved()
+    # Ray Train's metrics_dataframe holds only the kept checkpoints' rows: keep them all.
+    config = dataclasses.replace(config, keep_checkpoints=config.epochs)
     frame = run(config, prepare(config)).metrics_dataframe
     steady = frame.tail(max(1, len(frame) - 1))
     return tuple(float(steady[f"perf/{name}"].mean())
@@ -98,7 +101,7 @@ def bracketed(runs: list[list[str]], shards: str, work: Path, key: str, resoluti
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer steps (under 5 minutes on 2 cores)")
+    parser.add_argument("--quick", action="store_true", help="fewer epochs and steps (about 5 minutes on 2 cores)")
     parser.add_argument("--workers", type=int, default=1, help="DDP workers; each gets cpus/workers threads")
     args = parser.parse_args()
     threads = os.cpu_count() or 1
@@ -116,14 +119,15 @@ def main() -> None:
             return ["--num-workers", str(workers), "--batch-size", str(GLOBAL_BATCH // workers),
                     "--cpus-per-worker", str(max(1, threads // workers))]
 
-        common = layout(args.workers) + ["--epochs", "2" if args.quick else "3"]  # the first epoch is warm-up
+        # The first epoch is warm-up; the rest are measured (a 32x32x1 epoch takes ~2 s, so one alone is noisy).
+        common = layout(args.workers) + ["--epochs", "4" if args.quick else "6"]
         # A first fit absorbs Ray's start-up activity (GCS, dashboard, first worker imports) that would skew run 1.
         ours_img_per_s(digits32, work, "warm-up", *common, "--no-tracking", "--epochs", "1", "--steps-per-epoch", "5")
 
         # Tracked (T) and untracked (U) runs alternate at 32x32x1 (T U T U T), so the tracking overhead is judged on
         # runs taken minutes apart at most, each against its own reference neighbours.
         cases = ((32, 1, digits32, 0, ["T", "U", "T", "U", "T"] if args.quick else ["T", "U"] * 3 + ["T"]),
-                 (64, 3, digits64, 6 if args.quick else 20, ["T"]))
+                 (64, 3, digits64, 6 if args.quick else 20, ["T", "T", "T"]))  # three, for a median
         for resolution, channels, shards, steps_per_epoch, kinds in cases:
             key = f"{resolution}x{resolution}x{channels}"
             flags = [*common, "--resolution", str(resolution), "--steps-per-epoch", str(steps_per_epoch)]

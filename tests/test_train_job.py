@@ -87,6 +87,28 @@ def test_two_worker_run_is_tracked_in_mlflow(trained):
 
 
 @pytest.mark.slow
+def test_the_run_logs_every_series_at_the_same_steps_as_before_the_tracking_rework(trained):
+    """Issue #28 moved tracking work off the training thread's path. The same run, logged before that change
+    (tests/data/logged_series.json), and now: every metric at the same steps, each step once; the same grids and
+    models. A series that is new may be added; none may go."""
+    before = json.loads((REPO / "tests" / "data" / "logged_series.json").read_text())
+    client = MlflowClient(f"sqlite:///{trained / 'mlruns.db'}")
+    (run,) = _run(client)
+    now = {key: [m.step for m in client.get_metric_history(run.info.run_id, key)] for key in run.data.metrics}
+    assert set(before["metrics"]) <= set(now)
+    for key, steps in before["metrics"].items():
+        if key.startswith("best/"):  # logged at each new low, so where depends on the measured values
+            assert now[key] and set(now[key]) <= set(now["quality/fid_domain"]), key
+        else:
+            assert sorted(now[key]) == steps, key
+    assert all(len(steps) == len(set(steps)) for steps in now.values()), now  # no step logged twice
+    grids = [a.path for a in client.list_artifacts(run.info.run_id, "images") if a.path.endswith(".png")]
+    assert sorted(int(path.split("+step+")[1].split("+")[0]) for path in grids) == before["image_steps"]
+    models = logged_models(f"sqlite:///{trained / 'mlruns.db'}", run.info.run_id)
+    assert sorted(int(m.tags["step"]) for m in models) == before["model_steps"]
+
+
+@pytest.mark.slow
 def test_resume_continues_the_step_counter_in_the_same_mlflow_run(trained, digits_shards):
     # The resumed epoch decodes in two loader processes per worker: forked inside Ray's worker actors, and still
     # exactly as many steps on both ranks (else DDP would hang at the epoch end).
@@ -130,24 +152,3 @@ def test_the_run_keeps_its_best_generator_across_a_resume(trained, digits_shards
                          int(run.data.params["seed"]))
     assert again == pytest.approx(min(measured), rel=1e-4)
 
-
-@pytest.mark.slow
-def test_the_run_logs_every_series_at_the_same_steps_as_before_the_tracking_rework(trained):
-    """Issue #28 moved tracking work off the training thread's path. The same run, logged before that change
-    (tests/data/logged_series.json), and now: every metric at the same steps, each step once; the same grids and
-    models. A series that is new may be added; none may go."""
-    before = json.loads((REPO / "tests" / "data" / "logged_series.json").read_text())
-    client = MlflowClient(f"sqlite:///{trained / 'mlruns.db'}")
-    (run,) = _run(client)
-    now = {key: [m.step for m in client.get_metric_history(run.info.run_id, key)] for key in run.data.metrics}
-    assert set(before["metrics"]) <= set(now)
-    for key, steps in before["metrics"].items():
-        if key.startswith("best/"):  # logged at each new low, so where depends on the measured values
-            assert now[key] and set(now[key]) <= set(now["quality/fid_domain"]), key
-        else:
-            assert sorted(now[key]) == steps, key
-    assert all(len(steps) == len(set(steps)) for steps in now.values()), now  # no step logged twice
-    grids = [a.path for a in client.list_artifacts(run.info.run_id, "images") if a.path.endswith(".png")]
-    assert sorted(int(path.split("+step+")[1].split("+")[0]) for path in grids) == before["image_steps"]
-    models = logged_models(f"sqlite:///{trained / 'mlruns.db'}", run.info.run_id)
-    assert sorted(int(m.tags["step"]) for m in models) == before["model_steps"]

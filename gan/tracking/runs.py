@@ -14,13 +14,14 @@ import queue
 import shutil
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlparse
 
 import numpy as np
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, Param, RunTag
 
 from gan.config_fields import ConfigError
 
@@ -129,6 +130,24 @@ def close_run(tracking_uri: str, run_id: str, status: str, failure: str = "") ->
         log.warning("could not mark MLflow run %s %s at %s: %s", run_id, status, redact(tracking_uri), error)
 
 
+# How long the logger thread holds metrics to send them in one call, and the most MLflow takes in one log_batch.
+METRIC_BATCH_SECONDS = 5.0
+MLFLOW_BATCH_LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class _Metrics:
+    """One log_metrics call, queued as data so the logger thread can join consecutive ones into one batch."""
+    values: dict[str, float]
+    step: int
+    timestamp_ms: int
+
+    def entries(self, logger: "RunLogger") -> list[Metric]:
+        """The values the run does not already hold at this step (RunLogger.continue_history)."""
+        return [Metric(k, float(v), self.timestamp_ms, self.step)
+                for k, v in logger.not_yet_logged(self.values, self.step).items()]
+
+
 class RunLogger:
     """Logs to one MLflow run when `active` (rank 0); does nothing otherwise.
 
@@ -148,7 +167,7 @@ class RunLogger:
             self._thread = threading.Thread(target=self._deliver, name="mlflow-logger", daemon=True)
             self._thread.start()
 
-    def _submit(self, what: str, call: Callable[[], Any]) -> bool:
+    def _submit(self, what: str, call: Callable[[], Any] | _Metrics) -> bool:
         """Queue a call for the logger thread; False when it will not be made (inactive, or the queue is full)."""
         if not self.active:
             return False
@@ -161,28 +180,47 @@ class RunLogger:
             return False
 
     def _deliver(self) -> None:
-        while (item := self._queue.get()) is not None:
-            what, call = item
-            started = time.thread_time()
+        """Makes the queued calls in order. Metrics wait up to METRIC_BATCH_SECONDS to go out together in one
+        log_batch (one store transaction, not one per log window), and always before the next other call, so
+        every series still arrives in order."""
+        pending: list[Metric] = []
+        deadline = 0.0
+        while True:
             try:
-                call()
-            except Exception as error:  # noqa: BLE001 - any tracking failure must not end training
-                self.failed_calls += 1
-                log.warning("MLflow %s failed (%d failed calls so far): %s", what, self.failed_calls, error)
-            self.cpu_seconds += time.thread_time() - started
+                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()) if pending else None)
+            except queue.Empty:
+                item = ("metrics due", None)
+            if item is not None and isinstance(item[1], _Metrics):
+                if not pending:
+                    deadline = time.monotonic() + METRIC_BATCH_SECONDS
+                pending += item[1].entries(self)
+                continue
+            if pending:
+                batch, pending = pending, []
+                self._make("metrics", lambda: self._log_metric_batch(batch))
+            if item is None:
+                return
+            if item[1] is not None:
+                self._make(*item)
+
+    def _make(self, what: str, call: Callable[[], Any]) -> None:
+        started = time.thread_time()
+        try:
+            call()
+        except Exception as error:  # noqa: BLE001 - any tracking failure must not end training
+            self.failed_calls += 1
+            log.warning("MLflow %s failed (%d failed calls so far): %s", what, self.failed_calls, error)
+        self.cpu_seconds += time.thread_time() - started
+
+    def _log_metric_batch(self, batch: list[Metric]) -> None:
+        for start in range(0, len(batch), MLFLOW_BATCH_LIMIT):
+            self._client.log_batch(self.run_id, metrics=batch[start:start + MLFLOW_BATCH_LIMIT])
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         lost = self.failed_calls + self.dropped_calls
         if lost:
             metrics = {**metrics, "tracking/failed_calls": float(lost)}
-        now = int(time.time() * 1000)
-
-        def deliver() -> None:
-            batch = [Metric(k, float(v), now, step) for k, v in self.not_yet_logged(metrics, step).items()]
-            if batch:
-                self._client.log_batch(self.run_id, metrics=batch)
-
-        self._submit("metrics", deliver)
+        self._submit("metrics", _Metrics(metrics, step, int(time.time() * 1000)))
 
     def not_yet_logged(self, metrics: dict[str, float], step: int) -> dict[str, float]:
         """The metrics whose series the run does not already hold up to `step` (see `continue_history`)."""
@@ -315,10 +353,10 @@ class CheckpointTags:
         try:
             client = self._open()
             path = f"{self.run_folder}/{checkpoint_name}"
-            client.set_tag(self.run_id, "checkpoint.latest", path)
+            tags = {"checkpoint.latest": path}
             if score < self.best:
-                self.best = score
-                client.set_tag(self.run_id, "checkpoint.best", path)
-                client.set_tag(self.run_id, "checkpoint.best_fid_domain", f"{score:.6g}")
+                tags.update({"checkpoint.best": path, "checkpoint.best_fid_domain": f"{score:.6g}"})
+            client.log_batch(self.run_id, tags=[RunTag(key, value) for key, value in tags.items()])  # one write
+            self.best = min(self.best, score)
         except Exception as error:  # noqa: BLE001 - tags are a pointer; training must not stop for them
             log.warning("could not tag MLflow run %s with its checkpoint %s: %s", self.run_id, checkpoint_name, error)
