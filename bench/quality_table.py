@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import tempfile
 import time
@@ -35,7 +36,8 @@ SETTINGS = {  # name -> (what it is, flags)
     "both": ("+ EMA + DiffAugment", AUGMENT),
 }
 COLUMNS = ("quality/fid_domain", "quality/fid_domain_floor", "quality/kid", "quality/kid_floor", "quality/precision",
-           "quality/recall", "quality/memorised_share", "quality/memorised_share_floor", "quality_raw/fid_domain")
+           "quality/recall", "quality/memorised_share", "quality/memorised_share_floor", "quality_raw/fid_domain",
+           "quality_ema/fid_domain")
 CONDITIONAL_COLUMNS = ("quality/class_match", "quality/class_match_floor")  # --conditional runs only
 
 
@@ -58,7 +60,7 @@ def train_row(name: str, shards: str, work: Path, extra: list[str]) -> dict:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| setting | fid_domain (floor) | × floor | raw G fid_domain | KID (floor) | precision | recall | "
+    lines = ["| setting | fid_domain (floor) | × floor | EMA / raw G fid_domain | KID (floor) | precision | recall | "
              "memorised (floor) | kimg | wall |", "|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         matched = (f", class match {row['quality/class_match']:.2f} ({row['quality/class_match_floor']:.2f})"
@@ -66,7 +68,8 @@ def markdown(rows: list[dict]) -> str:
         lines.append(
             f"| {SETTINGS[row['setting']][0]}{matched} | {row['quality/fid_domain']:.1f} ({row['quality/fid_domain_floor']:.1f})"
             f" | {row['quality/fid_domain'] / row['quality/fid_domain_floor']:.1f} | "
-            f"{row['quality_raw/fid_domain']:.1f} | {row['quality/kid']:.0f} ({row['quality/kid_floor']:.0f}) | "
+            f"{row.get('quality_ema/fid_domain', math.nan):.1f} / {row['quality_raw/fid_domain']:.1f} | "
+            f"{row['quality/kid']:.0f} ({row['quality/kid_floor']:.0f}) | "
             f"{row['quality/precision']:.2f} | {row['quality/recall']:.2f} | {row['quality/memorised_share']:.2f} "
             f"({row['quality/memorised_share_floor']:.2f}) | {row['kimg']:.0f} | {row['seconds'] / 60:.1f} min |")
     return "\n".join(lines)

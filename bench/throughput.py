@@ -203,7 +203,8 @@ def main() -> None:
     out = Path(__file__).with_name("results")
     out.mkdir(exist_ok=True)
     result = {k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}
-    (out / f"throughput{'-quick' if args.quick else ''}.json").write_text(json.dumps(result, indent=2) + "\n")
+    name = f"throughput{'-quick' if args.quick else ''}{f'-{args.workers}-workers' if args.workers > 1 else ''}.json"
+    (out / name).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result))
 
 

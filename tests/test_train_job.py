@@ -76,6 +76,13 @@ def test_two_worker_run_is_tracked_in_mlflow(trained):
     fids = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "quality/fid_domain")}
     assert sorted(int(m.tags["step"]) for m in models) == sorted(fids) == [3, 6]
     assert all(model_metric(m, "quality/fid_domain") == fids[int(m.tags["step"])] for m in models)
+    # Each measurement's model is the better of the EMA and the raw generator, and its tag says which.
+    series = {name: {m.step: m.value for m in client.get_metric_history(run.info.run_id, f"quality_{name}/fid_domain")}
+              for name in ("ema", "raw")}
+    for model in models:
+        both = {name: values[int(model.tags["step"])] for name, values in series.items()}
+        assert model.tags["generator"] == min(both, key=both.get)
+        assert model_metric(model, "quality/fid_domain") == min(both.values())
     # The best of them is registered under the name the data set gives, as the first champion.
     version = client.get_model_version_by_alias("dcgan-digits", CHAMPION)
     assert (version.source, version.tags["run_id"]) == (f"models:/{models[0].model_id}", run.info.run_id)

@@ -246,9 +246,9 @@ def _note_restart(tracker: RunLogger, state: TrainState, world_size: int, saved_
 
 
 class _QualityJudge:
-    """Rank 0's quality measurements: the EMA generator's metrics, the raw generator's fid_domain, the real-vs-real
-    floor at the same sample count, the memorisation share at the end; each measured generator logged as an MLflow
-    model linked to its metrics (gan/tracking/registry.py)."""
+    """Rank 0's quality measurements: the EMA and the raw generator's metrics, the better one's as quality/*, the
+    real-vs-real floor at the same sample count, the memorisation share at the end; the better generator of each
+    measurement logged as an MLflow model linked to its metrics (gan/tracking/registry.py)."""
 
     def __init__(self, config: TrainConfig, manifest: Manifest, shape: ModelShape, tracker: RunLogger):
         self.config, self.manifest, self.shape, self.tracker = config, manifest, shape, tracker
@@ -265,16 +265,22 @@ class _QualityJudge:
         return self.last_step == tick.end_step
 
     def measure(self, state: TrainState, final: bool) -> dict[str, float]:
+        """Both generators (the EMA one and the raw one) are measured; the better by fid_domain is the one logged
+        as this measurement's model, registered, and described by quality/* (tag `generator`: ema or raw). Early
+        in a run, or with a half-life too long for its length, the raw generator can be the better one."""
         config = self.config
-        quality = evaluate_generator(state.sampler, self.reference, config.latent_dim, config.quality_samples,
-                                     seed=config.seed, memorisation=final, conditional=self.conditional)
-        raw = (evaluate_generator(unwrap(state.generator), self.reference, config.latent_dim,
-                                  config.quality_samples, seed=config.seed, conditional=self.conditional)
-               if state.ema is not None else quality)
-        quality = {**quality, "quality_raw/fid_domain": raw["quality/fid_domain"], **self.floor}
+        candidates = {"ema": state.sampler} if state.ema is not None else {}
+        candidates["raw"] = unwrap(state.generator)
+        results = {name: evaluate_generator(generator, self.reference, config.latent_dim, config.quality_samples,
+                                            seed=config.seed, memorisation=final, conditional=self.conditional)
+                   for name, generator in candidates.items()}
+        chosen = min(results, key=lambda name: results[name]["quality/fid_domain"])
+        quality = {**results[chosen], **{f"quality_{name}/fid_domain": result["quality/fid_domain"]
+                                         for name, result in results.items()}, **self.floor}
         # The measurement's metrics are logged with the model they describe, linked to it.
-        self.tracker.log_generator(state.sampler, self.shape, state.step, _model_tags(state, self.manifest),
-                                   quality, keep=config.keep_models)
+        self.tracker.log_generator(candidates[chosen], self.shape, state.step,
+                                   {**_model_tags(state, self.manifest), "generator": chosen}, quality,
+                                   keep=config.keep_models)
         self.last_step = state.step
         if quality["quality/fid_domain"] < self.best_fid:
             # Queued after the model's upload: its lowest value always describes a stored model.
