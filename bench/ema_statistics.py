@@ -1,8 +1,8 @@
 """How many latent vectors the EMA generator's BatchNorm statistics need (gan/training/ema.py).
 
 Takes a run's newest checkpoint, measures the averaged generator's BatchNorm statistics from N fixed latent vectors
-in batches (three draws each) and scores each result's fid_domain at two sample seeds against the run's quality reference; then
-times the statistics pass itself at 32x32x1 and 64x64x3 with the default networks.
+in batches (three draws each) and scores each result's fid_domain at two sample seeds against the run's quality
+reference; then times the statistics pass itself at 32x32x1 and 64x64x3 with the default networks.
 
     .venv/bin/python bench/ema_statistics.py RUN_FOLDER --shards data/mnist     # RUN_FOLDER: Ray Train's run folder
 """

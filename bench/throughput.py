@@ -3,8 +3,9 @@
 1. reference: a plain single-process DCGAN step (the same train_step arithmetic), synthetic tensors, every thread
    of the machine, no Ray / loader / tracking, global batch = ours;
 2. ours: the real training job in-process (Ray Train, N DDP workers, shards streamed through WebDataset, MLflow on),
-   over its epochs after the first (warm-up): 3 with --quick, 5 without: the steady training loop (steps with their data loading and
-   logging: `perf/loop_img_per_s`) and the whole epoch (plus its sample grid, checkpoint and report);
+   over its epochs after the first (warm-up; 3 with --quick, 5 without): the steady training loop (steps with
+   their data loading and logging: `perf/loop_img_per_s`) and the whole epoch (plus its sample grid, checkpoint and
+   report);
 3. ours / reference at 32x32x1 and 64x64x3, for the steady loop and the whole epoch; by default with 1 worker
    holding every thread, as the reference does (on one 2-core machine DDP cannot gain), plus 2 workers x 1 thread
    at 32x32x1 for the scaling note;

@@ -44,6 +44,10 @@ def test_ema_state_survives_a_checkpoint_and_is_what_gets_saved(tmp_path):
     with torch.no_grad():
         assert torch.equal(saved(z), state.sampler(z))
         assert not torch.equal(saved(z), state.generator.eval()(z))
+    # Unless the measurement at that report chose the raw one (it scored better): then the raw one.
+    save_checkpoint(state, tmp_path / "raw", {"model_shape": SHAPE.__dict__, "sampled_generator": "raw"})
+    with torch.no_grad():
+        assert torch.equal(load_generator(str(tmp_path / "raw"))(z), state.generator.eval()(z))
 
 
 def test_the_ema_generator_s_batchnorm_statistics_are_measured_for_its_own_weights():

@@ -93,7 +93,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         if run.rank == 0:
             eta = timer.eta_seconds(state.step - start_step, schedule.total_steps - state.step)
             _show_progress(run, metrics, last.index, eta, measured)
-        _report(run, metrics)
+        _report(run, metrics, sampled=judge.chosen if judge is not None else None)
     if judge is None and run.rank == 0:  # unmeasured runs still leave their final generator as a model
         tracker.log_generator(state.sampler, run.shape, state.step, _model_tags(state, run.manifest), {})
     tracker.close()
@@ -260,6 +260,7 @@ class _QualityJudge:
         # The run's own best so far, over restarts, resumes and PBT generations (a leader's does not count).
         self.best_fid = tracker.lowest(BEST_METRIC)
         self.last_step = -1
+        self.chosen: str | None = None  # the generator the last measurement logged: ema or raw
 
     def measured_at(self, tick: Tick) -> bool:
         return self.last_step == tick.end_step
@@ -274,7 +275,7 @@ class _QualityJudge:
         results = {name: evaluate_generator(generator, self.reference, config.latent_dim, config.quality_samples,
                                             seed=config.seed, memorisation=final, conditional=self.conditional)
                    for name, generator in candidates.items()}
-        chosen = min(results, key=lambda name: results[name]["quality/fid_domain"])
+        chosen = self.chosen = min(results, key=lambda name: results[name]["quality/fid_domain"])
         quality = {**results[chosen], **{f"quality_{name}/fid_domain": result["quality/fid_domain"]
                                          for name, result in results.items()}, **self.floor}
         # The measurement's metrics are logged with the model they describe, linked to it.
@@ -287,6 +288,10 @@ class _QualityJudge:
             self.best_fid = quality["quality/fid_domain"]
             self.tracker.log_metrics({BEST_METRIC: self.best_fid, "best/epoch": state.epoch}, state.step)
         return quality
+
+
+def _default_sampled(state: TrainState) -> str:
+    return "ema" if state.ema is not None else "raw"
 
 
 def _model_tags(state: TrainState, manifest: Manifest) -> dict[str, str]:
@@ -355,17 +360,20 @@ def _log_window(meter: WindowMeter, tracker: RunLogger, step: int, since: float,
     return metrics
 
 
-def _report(run: _Worker, metrics: dict[str, float]) -> None:
+def _report(run: _Worker, metrics: dict[str, float], sampled: str | None = None) -> None:
     """All ranks report; rank 0 attaches the checkpoint (Ray Train needs one report per rank per epoch).
 
     The checkpoint is copied to storage in the background (ASYNC) while the next epoch trains; Ray Train records
-    it as the latest only once the copy is complete, so a crash mid-copy leaves the previous one in charge."""
+    it as the latest only once the copy is complete, so a crash mid-copy leaves the previous one in charge.
+    `sampled`: which generator the last measurement chose (ema or raw), so a checkpoint samples as the model logged
+    at its report does (load_generator)."""
     if run.rank != 0:
         ray.train.report(metrics, checkpoint=None)
         return
     directory = tempfile.mkdtemp(prefix="dcgan-checkpoint-")
     save_checkpoint(run.state, directory, {"config": to_dict(run.config), "model_shape": run.shape.__dict__,
-                                           "world_size": run.world_size})
+                                           "world_size": run.world_size,
+                                           "sampled_generator": sampled or _default_sampled(run.state)})
     ray.train.report(metrics, checkpoint=Checkpoint.from_directory(directory),
                      checkpoint_upload_mode=CheckpointUploadMode.ASYNC, delete_local_checkpoint_after_upload=True)
 

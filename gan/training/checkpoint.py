@@ -50,10 +50,10 @@ def load_checkpoint(state: TrainState, directory: str | Path) -> dict[str, Any]:
 
 
 def load_generator(directory: str) -> torch.nn.Module:
-    """The generator that samples (the EMA one when the run had it) from a checkpoint directory, local or s3://,
-    in eval mode: `load_generator(d)(torch.randn(16, latent_dim))` gives 16 images in [-1, 1]. A run's logged
-    models are the usual way to its generators (gan/tracking/registry.py); this reads a checkpoint found in Ray Train's
-    storage (the MLflow run's tags checkpoint.latest and checkpoint.best name them)."""
+    """The generator that samples (the one its report's quality measurement chose, EMA or raw) from a checkpoint
+    directory, local or s3://, in eval mode: `load_generator(d)(torch.randn(16, latent_dim))` gives 16 images in
+    [-1, 1]. A run's logged models are the usual way to its generators (gan/tracking/registry.py); this reads a
+    checkpoint found in Ray Train's storage (the MLflow run's tags checkpoint.latest and checkpoint.best name them)."""
     from gan.training.models import Generator, ModelShape
 
     try:
@@ -66,5 +66,9 @@ def load_generator(directory: str) -> torch.nn.Module:
     saved = torch.load(io.BytesIO(storage.read_bytes(storage.join(directory, STATE_FILE))), map_location="cpu",
                        weights_only=True)
     generator = Generator(ModelShape(**meta["model_shape"]))
-    generator.load_state_dict(saved.get("generator_ema", saved["generator"]))
+    # The generator the run's measurement at this checkpoint chose (a checkpoint from before that choice: the EMA one
+    # when the run had it), so the checkpoint samples as the model logged at its report does.
+    sampled = meta.get("sampled_generator", "ema")
+    generator.load_state_dict(saved["generator_ema"] if sampled == "ema" and "generator_ema" in saved
+                              else saved["generator"])
     return generator.eval()
