@@ -290,10 +290,6 @@ class _QualityJudge:
         return quality
 
 
-def _default_sampled(state: TrainState) -> str:
-    return "ema" if state.ema is not None else "raw"
-
-
 def _model_tags(state: TrainState, manifest: Manifest) -> dict[str, str]:
     return {"step": str(state.step), "epoch": str(state.epoch), "dataset_hash": manifest.dataset_hash,
             "ema": str(state.ema is not None).lower(),
@@ -366,14 +362,14 @@ def _report(run: _Worker, metrics: dict[str, float], sampled: str | None = None)
     The checkpoint is copied to storage in the background (ASYNC) while the next epoch trains; Ray Train records
     it as the latest only once the copy is complete, so a crash mid-copy leaves the previous one in charge.
     `sampled`: which generator the last measurement chose (ema or raw), so a checkpoint samples as the model logged
-    at its report does (load_generator)."""
+    at its report does (load_generator; none recorded before a run's first measurement: the EMA one if any)."""
     if run.rank != 0:
         ray.train.report(metrics, checkpoint=None)
         return
     directory = tempfile.mkdtemp(prefix="dcgan-checkpoint-")
     save_checkpoint(run.state, directory, {"config": to_dict(run.config), "model_shape": run.shape.__dict__,
                                            "world_size": run.world_size,
-                                           "sampled_generator": sampled or _default_sampled(run.state)})
+                                           **({"sampled_generator": sampled} if sampled else {})})
     ray.train.report(metrics, checkpoint=Checkpoint.from_directory(directory),
                      checkpoint_upload_mode=CheckpointUploadMode.ASYNC, delete_local_checkpoint_after_upload=True)
 

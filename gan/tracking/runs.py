@@ -142,11 +142,6 @@ class _Metrics:
     step: int
     timestamp_ms: int
 
-    def entries(self, logger: "RunLogger") -> list[Metric]:
-        """The values the run does not already hold at this step (RunLogger.continue_history)."""
-        return [Metric(k, float(v), self.timestamp_ms, self.step)
-                for k, v in logger.not_yet_logged(self.values, self.step).items()]
-
 
 class RunLogger:
     """Logs to one MLflow run when `active` (rank 0); does nothing otherwise.
@@ -190,10 +185,11 @@ class RunLogger:
                 item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()) if pending else None)
             except queue.Empty:
                 item = ("metrics due", None)
-            if item is not None and isinstance(item[1], _Metrics):
+            if item is not None and isinstance(metrics := item[1], _Metrics):
                 if not pending:
                     deadline = time.monotonic() + METRIC_BATCH_SECONDS
-                pending += item[1].entries(self)
+                pending += [Metric(key, float(value), metrics.timestamp_ms, metrics.step)
+                            for key, value in self.not_yet_logged(metrics.values, metrics.step).items()]
                 continue
             if pending:
                 batch, pending = pending, []

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +16,7 @@ META_FILE = "meta.json"
 
 
 def _save_torch(obj: Any, path: Path) -> None:
-    """Whole or not at all. A local file is written in place and renamed, skipping the in-memory copy that an
-    object store's PUT needs (at 64x64x3 the 26 MB state took 0.06 s through memory, 0.02 s direct)."""
-    if storage.is_s3(str(path)):
-        buffer = io.BytesIO()
-        torch.save(obj, buffer)
-        storage.write_bytes(str(path), buffer.getvalue())
-        return
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
-        torch.save(obj, tmp)
-    os.replace(tmp.name, path)
+    storage.write_with(str(path), lambda stream: torch.save(obj, stream))
 
 
 def save_checkpoint(state: TrainState, directory: str | Path, meta: dict[str, Any]) -> Path:
