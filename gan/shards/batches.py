@@ -109,12 +109,14 @@ def _collate(samples: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch
     return images, labels
 
 
-def _shard_stream(root: str, shards: tuple[ShardInfo, ...], health: DataHealth, policy: ReadPolicy) -> Iterator[dict]:
-    """Raw samples of these shards, one pass; shards found bad earlier this epoch are not read again."""
+def _shard_stream(root: str, shards: tuple[ShardInfo, ...], health: DataHealth, policy: ReadPolicy,
+                  ours: bool) -> Iterator[dict]:
+    """Raw samples of these shards, one pass; shards found bad earlier this epoch are not read again. `ours`: written
+    by jobs.make_shards (not indexed from another tool's)."""
     for shard in shards:
         url = shard_location(root, shard)
         if url not in health.bad_urls:
-            yield from read_shard(url, shard, health, policy)
+            yield from read_shard(url, shard, health, policy, ours)
 
 
 def rank_samples(root: str, shards: tuple[ShardInfo, ...], spec: ImageSpec, shuffle_buffer: int, seed: int,
@@ -132,7 +134,7 @@ def rank_samples(root: str, shards: tuple[ShardInfo, ...], spec: ImageSpec, shuf
                              f"{type(error).__name__}: {error}") from error
 
     return wds.DataPipeline(
-        lambda: _shard_stream(root, shards, health, policy),
+        lambda: _shard_stream(root, shards, health, policy, ours=not spec.fitted),
         wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 100), rng=random.Random(seed), handler=skip),
         wds.map(decode, handler=skip),
     )

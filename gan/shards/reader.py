@@ -13,8 +13,10 @@ from typing import Iterator
 
 import webdataset as wds
 
+from gan.shards import storage
 from gan.shards.manifest import ShardInfo
 from gan.shards.storage import StorageError, StoreUnreachable
+from gan.shards.tar_walk import NotPlainTar, tar_samples
 
 log = logging.getLogger(__name__)
 
@@ -64,20 +66,25 @@ class ReadPolicy:
     outage_poll_max: float = 5.0  # longest pause between two tries while the store is unreachable
 
 
-def read_shard(url: str, shard: ShardInfo, health: DataHealth, policy: ReadPolicy) -> Iterator[dict]:
+def read_shard(url: str, shard: ShardInfo, health: DataHealth, policy: ReadPolicy, ours: bool = False) -> Iterator[dict]:
     """Raw samples of one shard. On a transient error the shard is re-opened and the samples already delivered
-    are skipped, so a retry neither repeats nor loses a sample."""
+    are skipped, so a retry neither repeats nor loses a sample. `ours`: jobs.make_shards wrote it, so the lean tar
+    walk reads it (gan/shards/tar_walk.py); anything else goes through WebDataset."""
     delivered, problem, attempt = 0, None, 0
     unreachable_since, outage_tries = None, 0
+    lean = ours
     while True:
         try:
-            for index, sample in enumerate(wds.tarfile_samples([{"url": url}])):
+            for index, sample in enumerate(_lean_samples(url) if lean else wds.tarfile_samples([{"url": url}])):
                 unreachable_since, outage_tries = None, 0  # the store answered: a later outage starts afresh
                 if index >= delivered:
                     delivered += 1
                     health.delivered += 1
                     yield sample
             break
+        except NotPlainTar as error:  # written by hand or by another tar tool: WebDataset reads every form
+            log.info("%s holds a %s; reading it with WebDataset", url, error)
+            lean = False
         except StoreUnreachable as error:
             # The store, not this shard, is gone: wait for it (a restart, a network blip) rather than skip
             # shard after shard; past the deadline the run fails and names the endpoint.
@@ -110,6 +117,11 @@ def read_shard(url: str, shard: ShardInfo, health: DataHealth, policy: ReadPolic
         problem = f"holds {delivered} samples, the manifest says {shard.samples} (truncated or replaced?)"
     if problem is not None:
         report_bad_shard(url, problem, max(shard.samples - delivered, 0), health, policy)
+
+
+def _lean_samples(url: str) -> Iterator[dict]:
+    with storage.open_stream(url) as stream:
+        yield from tar_samples(stream, url)
 
 
 def _first_arg(error: Exception) -> str:
