@@ -29,16 +29,26 @@ from gan.tracking.registry import LOGGED_MODEL_NAME
 from gan.tracking.sampling import load, sample_picture
 
 AUGMENT = ["--diffaugment", "translation,cutout"]  # explicit, so a rerun means the same whatever the default
+NO_AUGMENT = ["--diffaugment", ""]
 SETTINGS = {  # name -> (what it is, flags)
-    "baseline": ("DCGAN (Radford et al. 2015)", ["--ema-half-life-kimg", "0", "--diffaugment", ""]),
-    "ema": ("+ EMA of G", ["--diffaugment", ""]),
+    "baseline": ("DCGAN (Radford et al. 2015)", ["--ema-half-life-kimg", "0", *NO_AUGMENT]),
+    "ema": ("+ EMA of G", NO_AUGMENT),
     "diffaugment": ("+ DiffAugment", ["--ema-half-life-kimg", "0", *AUGMENT]),
     "both": ("+ EMA + DiffAugment", AUGMENT),
+    # Candidates for the default (docs/quality.md, "Quality against compute"): each is the default (+ EMA) with one
+    # change. Width 64 costs ~3x per image, so it gets a shorter run of about the same wall time.
+    "width64": ("width 64 (the DCGAN paper's)", [*NO_AUGMENT, "--g-features", "64", "--d-features", "64",
+                                                  "--kimg", "40"]),
+    "batch64": ("batch 64 per worker", [*NO_AUGMENT, "--batch-size", "64"]),
+    "ttur": ("TTUR: lr 1e-4 G, 4e-4 D (Heusel et al. 2017)", [*NO_AUGMENT, "--lr", "1e-4", "--lr-d", "4e-4"]),
+    "ema2": ("EMA half-life 2 kimg", [*NO_AUGMENT, "--ema-half-life-kimg", "2"]),
+    "conditional": ("class-conditional (Miyato & Koyama 2018)", [*NO_AUGMENT, "--conditional"]),
 }
 COLUMNS = ("quality/fid_domain", "quality/fid_domain_floor", "quality/kid", "quality/kid_floor", "quality/precision",
            "quality/recall", "quality/memorised_share", "quality/memorised_share_floor", "quality_raw/fid_domain",
            "quality_ema/fid_domain")
 CONDITIONAL_COLUMNS = ("quality/class_match", "quality/class_match_floor")  # --conditional runs only
+HISTORY = ("quality/fid_domain", "quality/fid_domain_floor", "quality/precision", "quality/recall")
 
 
 def train_row(name: str, shards: str, work: Path, extra: list[str]) -> dict:
@@ -46,7 +56,7 @@ def train_row(name: str, shards: str, work: Path, extra: list[str]) -> dict:
     config = parse(TrainConfig, ["--shards", shards, "--storage-path", str(work / "ray"), "--run-name", name,
                                  "--tracking-uri", f"sqlite:///{work / 'mlruns.db'}", "--artifact-root",
                                  str(work / "mlartifacts"), "--experiment", "quality-table", *flags, *extra]).resolved()
-    start = time.perf_counter()
+    start, started_at = time.perf_counter(), time.time()
     run(config, prepare(config))
     seconds = time.perf_counter() - start
     client = MlflowClient(config.tracking_uri)
@@ -54,9 +64,19 @@ def train_row(name: str, shards: str, work: Path, extra: list[str]) -> dict:
                                   filter_string=f"tags.`ray.run_name` = '{name}'")
     row = {"setting": name, "seconds": seconds, "kimg": found.data.metrics["kimg"],
            **{key: found.data.metrics[key] for key in COLUMNS + CONDITIONAL_COLUMNS if key in found.data.metrics}}
+    row["history"] = measurements(client, found.info.run_id, config.batch_size * config.num_workers, started_at)
     final = load(f"runs:/{found.info.run_id}/{LOGGED_MODEL_NAME}", config.tracking_uri)  # the newest: the last
     row["grid"] = sample_picture(final, 64, seed=1)  # a conditional generator's: a row per class
     return row
+
+
+def measurements(client: MlflowClient, run_id: str, images_per_step: int, started_at: float) -> list[dict]:
+    """Every quality measurement of the run: its kimg, the wall minutes since the job started (Ray's start, data
+    checks and the earlier measurements included) and the HISTORY metrics."""
+    series = {key: {point.step: point for point in client.get_metric_history(run_id, key)} for key in HISTORY}
+    return [{"kimg": step * images_per_step / 1000,
+             "minutes": (series[HISTORY[0]][step].timestamp / 1000 - started_at) / 60,
+             **{key: series[key][step].value for key in HISTORY}} for step in sorted(series[HISTORY[0]])]
 
 
 def markdown(rows: list[dict]) -> str:

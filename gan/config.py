@@ -53,6 +53,14 @@ class TrainConfig:
     lr_d: float = option(0.0, "Adam learning rate of D (0 = --lr); another one is TTUR, e.g. --lr 1e-4 --lr-d 4e-4.",
                          min=0.0, max=1.0)
     beta1: float = option(0.5, "Adam beta1 (0.5 per the DCGAN paper).", min=0.0, lt=1.0)
+    loss: str = option("bce", "GAN loss: bce (DCGAN's non-saturating loss) or hinge (Lim & Ye 2017).",
+                       choices=("bce", "hinge"))
+    d_norm: str = option("batch", "D's normalisation: batch (DCGAN's BatchNorm) or spectral (spectral norm on every "
+                                  "conv, no BatchNorm; Miyato et al. 2018).", choices=("batch", "spectral"))
+    r1_gamma: float = option(0.0, "Weight of the R1 penalty on D's gradient at real images (Mescheder et al. 2018); "
+                                  "0 = off.", min=0.0, max=1e4)
+    r1_every: int = option(16, "Steps between two R1 penalties, each scaled by it (lazy R1, StyleGAN2).", min=1,
+                           max=10_000)
     conditional: bool = option(False, "Class-conditional G and D (class embedding; projection discriminator, Miyato "
                                       "& Koyama 2018): one grid row per class, jobs.sample --class K. Labelled sets.")
     # stabilisers since DCGAN (gan/training/ema.py, gan/training/augment.py)

@@ -12,6 +12,7 @@ import os
 import tempfile
 import time
 import traceback
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,11 +35,12 @@ from gan.tracking.runs import CheckpointTags, RunLogger
 from gan.training.augment import parse_policy
 from gan.training.checkpoint import load_checkpoint, save_checkpoint
 from gan.training.images import sample_grid
+from gan.training.losses import Objective
 from gan.training.models import ModelShape
 from gan.training.schedule import Tick, build_schedule
 from gan.training.state import TrainState, unwrap
 from gan.training.stats import TickTimer, WindowMeter, sum_across_ranks
-from gan.training.step import STEP_STATS, train_step
+from gan.training.step import step_stats, train_step
 
 log = logging.getLogger(__name__)
 BEST_METRIC = "best/fid_domain"
@@ -66,7 +68,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                               config.steps_per_epoch, *config.length(), config.tick_kimg)
     judge = _QualityJudge(config, run.manifest, run.shape, tracker) if run.rank == 0 and config.quality_every else None
     batches = BatchStream(lambda epoch, health: _epoch_batches(run, epoch, health))
-    windows = _LogWindows(tracker, config.log_every, schedule.images_per_step)
+    windows = _LogWindows(tracker, config.log_every, schedule.images_per_step, step_stats(state.objective))
     timer = TickTimer(lambda: tracker.cpu_seconds)
     if run.rank == 0 and not run.resumed:
         tracker.log_image(sample_grid(state.sampler, state.fixed_noise), "samples", step=0)
@@ -143,9 +145,9 @@ class _LogWindows:
     """Step statistics gathered over --log-every steps, then reduced across ranks and logged once (a collective:
     every rank calls `add` at the same steps). `latest` holds the last window's values for the report."""
 
-    def __init__(self, tracker: RunLogger, log_every: int, images_per_step: int):
+    def __init__(self, tracker: RunLogger, log_every: int, images_per_step: int, names: tuple[str, ...]):
         self.tracker, self.log_every, self.images_per_step = tracker, log_every, images_per_step
-        self.meter, self.latest, self.start = WindowMeter(STEP_STATS), {}, time.perf_counter()
+        self.meter, self.latest, self.start = WindowMeter(names), {}, time.perf_counter()
 
     def add(self, stats: torch.Tensor, step: int, last_of_tick: bool) -> None:
         self.meter.add(stats)
@@ -196,11 +198,12 @@ def _build_state(config: TrainConfig, manifest: Manifest, rank: int, world_size:
     torch.set_num_threads(max(1, int(config.cpus_per_worker)))
     storage.configure(config.s3_endpoint_url)
     shape = ModelShape(manifest.resolution, manifest.channels, config.latent_dim, config.g_features, config.d_features,
-                       num_classes=len(manifest.class_names) if config.conditional else 0)
+                       num_classes=len(manifest.class_names) if config.conditional else 0, d_norm=config.d_norm)
     state = TrainState.create(shape, config.lr, config.beta1, config.seed, lr_d=config.lr_d,
                               ema_half_life_kimg=config.ema_half_life_kimg, ema_rampup=config.ema_rampup,
                               augment=parse_policy(config.diffaugment, manifest.channels),
-                              images_per_step=config.batch_size * config.num_workers)
+                              images_per_step=config.batch_size * config.num_workers,
+                              objective=Objective(config.loss, config.r1_gamma, config.r1_every))
     state.loss_weight = share_weight(rank, world_size, config.num_workers)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     state.generator = prepare_model(state.generator.to(memory_format=memory_format))
@@ -211,6 +214,8 @@ def _build_state(config: TrainConfig, manifest: Manifest, rank: int, world_size:
         state.ema.model.to(device, memory_format=memory_format)
     if config.compile:
         state.generator, state.discriminator = torch.compile(state.generator), torch.compile(state.discriminator)
+    if config.r1_gamma:  # R1's double backward leaves D's first-layer gradient contiguous, a harmless extra copy
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     return state, shape
 
 

@@ -66,7 +66,8 @@ class ReadPolicy:
     outage_poll_max: float = 5.0  # longest pause between two tries while the store is unreachable
 
 
-def read_shard(url: str, shard: ShardInfo, health: DataHealth, policy: ReadPolicy, ours: bool = False) -> Iterator[dict]:
+def read_shard(url: str, shard: ShardInfo, health: DataHealth, policy: ReadPolicy,
+               ours: bool = False) -> Iterator[dict]:
     """Raw samples of one shard. On a transient error the shard is re-opened and the samples already delivered
     are skipped, so a retry neither repeats nor loses a sample. `ours`: jobs.make_shards wrote it, so the lean tar
     walk reads it (gan/shards/tar_walk.py); anything else goes through WebDataset."""

@@ -1,26 +1,60 @@
-"""The GAN objective on logits (BCE-with-logits is numerically safe where sigmoid + BCE saturates).
+"""The GAN objective on logits: the loss (`bce`, DCGAN's, or `hinge`) and the optional lazy R1 penalty on D.
 
-Discriminator loss = real_loss(D(x)) + fake_loss(D(G(z))), kept as two terms so both get logged.
-Generator loss = real_loss(D(G(z))): the non-saturating -log D(G(z)) of Goodfellow et al. 2014, sec. 3.
+- bce: D's loss = BCE(D(x), real) + BCE(D(G(z)), fake); G's loss = BCE(D(G(z)), real), the non-saturating
+  -log D(G(z)) of Goodfellow et al. 2014, sec. 3. BCE-with-logits is numerically safe where sigmoid + BCE saturates.
+- hinge: D's loss = relu(1 - D(x)) + relu(1 + D(G(z))); G's loss = -D(G(z)) (Lim & Ye 2017; with spectral norm in D,
+  Miyato et al. 2018).
+- R1 (Mescheder et al. 2018): gamma/2 * E|grad_x D(x)|^2 on real images, which keeps D flat around the data. Lazy
+  (Karras et al. 2020, StyleGAN2 sec. 4): computed every `r1_every` steps and scaled by it, which keeps its effect
+  and cuts its cost (a double backward through D) by that factor.
+D's loss is kept as two terms so both get logged; every loss is taken in float32 whatever the autocast dtype.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+LOSSES = ("bce", "hinge")
 
-def real_loss(logits: torch.Tensor) -> torch.Tensor:
-    """BCE against the label 'real' (1), in float32 whatever the autocast dtype of the logits."""
+
+@dataclass(frozen=True)
+class Objective:
+    loss: str = "bce"
+    r1_gamma: float = 0.0  # 0 = no R1 penalty
+    r1_every: int = 16
+
+    def r1_due(self, step: int) -> bool:
+        """Whether the step about to be taken (0-based count of steps done) carries the lazy R1 penalty."""
+        return self.r1_gamma > 0 and step % self.r1_every == 0
+
+
+def real_loss(logits: torch.Tensor, loss: str = "bce") -> torch.Tensor:
+    """D's loss on real images."""
     logits = logits.float()
+    if loss == "hinge":
+        return F.relu(1.0 - logits).mean()
     return F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
 
 
-def fake_loss(logits: torch.Tensor) -> torch.Tensor:
-    """BCE against the label 'fake' (0), in float32 whatever the autocast dtype of the logits."""
+def fake_loss(logits: torch.Tensor, loss: str = "bce") -> torch.Tensor:
+    """D's loss on generated images."""
     logits = logits.float()
+    if loss == "hinge":
+        return F.relu(1.0 + logits).mean()
     return F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits))
 
 
-def generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
-    """Non-saturating: G is trained to make D call its images real, rather than to minimise log(1 - D(G(z)))."""
+def generator_loss(fake_logits: torch.Tensor, loss: str = "bce") -> torch.Tensor:
+    """G's loss: make D call its images real (non-saturating for bce; D's mean score for hinge)."""
+    if loss == "hinge":
+        return -fake_logits.float().mean()
     return real_loss(fake_logits)
+
+
+def r1_penalty(real_logits: torch.Tensor, real_images: torch.Tensor, objective: Objective) -> torch.Tensor:
+    """The lazy R1 term for one batch: `real_images` must require grad and `real_logits` come from them; the
+    gradient keeps its graph, so the penalty trains D."""
+    (gradient,) = torch.autograd.grad(real_logits.float().sum(), real_images, create_graph=True)
+    return gradient.float().square().sum((1, 2, 3)).mean() * (objective.r1_gamma / 2 * objective.r1_every)

@@ -12,6 +12,12 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import spectral_norm
+
+# batch: BatchNorm after every conv of D but the first (DCGAN). spectral: no BatchNorm; every conv's weight divided by
+# its largest singular value (Miyato et al. 2018), which bounds D's Lipschitz constant instead.
+D_NORMS = ("batch", "spectral")
 
 
 @dataclass(frozen=True)
@@ -24,6 +30,7 @@ class ModelShape:
     g_features: int = 64
     d_features: int = 64
     num_classes: int = 0  # > 0: class-conditional networks
+    d_norm: str = "batch"  # D's normalisation: batch (DCGAN) or spectral (D_NORMS)
 
     @property
     def class_embedding(self) -> int:
@@ -75,17 +82,30 @@ class Generator(nn.Module):
 
 class Discriminator(nn.Module):
     """images (N, C, R, R) [and classes (N,)] -> logits (N,): strided convs, LeakyReLU(0.2), BatchNorm except on the
-    input layer; conditional: plus the projection <embed(class), sum of the last features over space>."""
+    input layer (or spectral norm on every conv, shape.d_norm); conditional: plus the projection <embed(class), sum
+    of the last features over space>."""
 
     def __init__(self, shape: ModelShape):
         super().__init__()
+        if shape.d_norm not in D_NORMS:
+            raise ValueError(f"d_norm must be one of {', '.join(D_NORMS)}, got {shape.d_norm!r}")
         self.shape = shape
+        spectral = shape.d_norm == "spectral"
+
+        def conv(inputs: int, outputs: int, stride: int, padding: int) -> nn.Module:
+            layer = nn.Conv2d(inputs, outputs, 4, stride, padding, bias=False)
+            if spectral:  # initialised first: init_weights cannot reach a weight behind a parametrization
+                init_weights(layer)
+                layer = spectral_norm(layer)
+            return layer
+
         width = shape.d_features
-        layers: list[nn.Module] = [nn.Conv2d(shape.channels, width, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
+        layers: list[nn.Module] = [conv(shape.channels, width, 2, 1), nn.LeakyReLU(0.2, True)]
         for _ in range(shape.stages - 1):
-            layers += [nn.Conv2d(width, width * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(width * 2), nn.LeakyReLU(0.2, True)]
+            norm = [] if spectral else [nn.BatchNorm2d(width * 2)]
+            layers += [conv(width, width * 2, 2, 1), *norm, nn.LeakyReLU(0.2, True)]
             width *= 2
-        layers += [nn.Conv2d(width, 1, 4, 1, 0, bias=False)]
+        layers += [conv(width, 1, 1, 0)]
         self.net = nn.Sequential(*layers)
         self.embed = nn.Embedding(shape.num_classes, width) if shape.num_classes else None
         if self.embed is not None:  # small, as DCGAN initialises the convs, so the term starts near zero
@@ -117,8 +137,9 @@ class PackedClassInput(nn.Module):
 
 
 def init_weights(module: nn.Module) -> None:
-    """Conv weights ~ N(0, 0.02); BatchNorm scale ~ N(1, 0.02), shift 0 (DCGAN paper, section 4)."""
-    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+    """Conv weights ~ N(0, 0.02); BatchNorm scale ~ N(1, 0.02), shift 0 (DCGAN paper, section 4). Spectrally
+    normalised convs are initialised before their parametrization is added (Discriminator)."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)) and not parametrize.is_parametrized(module):
         nn.init.normal_(module.weight, 0.0, 0.02)
     elif isinstance(module, nn.BatchNorm2d):
         nn.init.normal_(module.weight, 1.0, 0.02)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from gan.training.ema import GeneratorEMA
+from gan.training.losses import Objective
 from gan.training.models import ModelShape, build_models
 
 
@@ -28,6 +29,7 @@ class TrainState:
     fixed_noise: torch.Tensor
     ema: GeneratorEMA | None = None
     augment: tuple[str, ...] = ()  # DiffAugment policy (gan/training/augment.py); () = off
+    objective: Objective = Objective()  # the loss and R1 (gan/training/losses.py)
     images_per_step: int = 0  # the global batch, for the EMA's half-life in images (0 = this rank's batch)
     # This rank's share of the global batch times the world size: DDP averages gradients over ranks equally, so a
     # rank holding more of the batch than the others (an elastic run on fewer ranks) scales its losses by this to
@@ -39,7 +41,8 @@ class TrainState:
     @classmethod
     def create(cls, shape: ModelShape, lr: float, beta1: float, seed: int, sample_count: int = 64,
                lr_d: float = 0.0, ema_half_life_kimg: float = 0.0, ema_rampup: float = 0.0,
-               augment: tuple[str, ...] = (), images_per_step: int = 0) -> "TrainState":
+               augment: tuple[str, ...] = (), images_per_step: int = 0,
+               objective: Objective = Objective()) -> "TrainState":
         torch.manual_seed(seed)  # same weights on every rank before DDP broadcasts them anyway
         generator, discriminator = build_models(shape)
         betas = (beta1, 0.999)
@@ -51,6 +54,7 @@ class TrainState:
             fixed_noise=torch.randn(sample_count, shape.latent_dim, generator=torch.Generator().manual_seed(seed + 1)),
             ema=GeneratorEMA(generator, ema_half_life_kimg, ema_rampup) if ema_half_life_kimg else None,
             augment=augment,
+            objective=objective,
             images_per_step=images_per_step,
         )
 

@@ -11,10 +11,16 @@ import torch
 from torch import nn
 
 from gan.training.augment import diffaugment
-from gan.training.losses import fake_loss, generator_loss, real_loss
+from gan.training.losses import Objective, fake_loss, generator_loss, r1_penalty, real_loss
 from gan.training.state import TrainState, unwrap
 
 STEP_STATS = ("loss/D", "loss/D_real", "loss/D_fake", "loss/G", "disc/D_x", "disc/D_G_z")
+
+
+def step_stats(objective: Objective) -> tuple[str, ...]:
+    """What train_step returns under this objective: with R1 on, also loss/R1, the penalty as added to D's loss
+    (0 on the steps between two lazy ones)."""
+    return STEP_STATS + (("loss/R1",) if objective.r1_gamma else ())
 
 
 def _local_only(module: nn.Module):
@@ -24,8 +30,9 @@ def _local_only(module: nn.Module):
 
 def train_step(state: TrainState, real: torch.Tensor, bf16: bool = False,
                classes: torch.Tensor | None = None) -> torch.Tensor:
-    """Update D on real and G(z), then G through D; return the values named by STEP_STATS. With `classes` (the
-    real images' labels; conditional networks) G draws the same classes, so fakes follow the data's class mix.
+    """Update D on real and G(z), then G through D; return the values named by step_stats(state.objective). With
+    `classes` (the real images' labels; conditional networks) G draws the same classes, so fakes follow the data's
+    class mix.
 
     With bf16 the forward passes run under autocast; the losses are taken in float32 (BCE on bf16 logits would
     round D(x) near 0 and 1, exactly where the GAN's gradients live)."""
@@ -34,7 +41,7 @@ def train_step(state: TrainState, real: torch.Tensor, bf16: bool = False,
 
 
 def _step(state: TrainState, real: torch.Tensor, classes: torch.Tensor | None) -> torch.Tensor:
-    generator, discriminator, policy = state.generator, state.discriminator, state.augment
+    generator, discriminator, policy, objective = state.generator, state.discriminator, state.augment, state.objective
     noise = torch.randn(real.shape[0], state.fixed_noise.shape[1], device=real.device)
     given = () if classes is None else (classes,)
     fake = generator(noise, *given)
@@ -43,18 +50,22 @@ def _step(state: TrainState, real: torch.Tensor, classes: torch.Tensor | None) -
     # the first backward stays local so D's gradients are all-reduced once, not twice.
     state.opt_d.zero_grad(set_to_none=True)
     with _local_only(discriminator):
-        real_logits = discriminator(diffaugment(real, policy), *given)
-        loss_real = real_loss(real_logits)
-        loss_real.mul(state.loss_weight).backward()
+        shown = diffaugment(real, policy)
+        regularise = objective.r1_due(state.step)
+        shown = shown.detach().requires_grad_(True) if regularise else shown
+        real_logits = discriminator(shown, *given)
+        loss_real = real_loss(real_logits, objective.loss)
+        penalty = r1_penalty(real_logits, shown, objective) if regularise else torch.zeros((), device=real.device)
+        (loss_real + penalty).mul(state.loss_weight).backward()
     fake_logits = discriminator(diffaugment(fake.detach(), policy), *given)
-    loss_fake = fake_loss(fake_logits)
+    loss_fake = fake_loss(fake_logits, objective.loss)
     loss_fake.mul(state.loss_weight).backward()
     state.opt_d.step()
 
     # D's gradients from the generator step are thrown away, so they need no all-reduce either.
     state.opt_g.zero_grad(set_to_none=True)
     with _local_only(discriminator):
-        loss_g = generator_loss(discriminator(diffaugment(fake, policy), *given))
+        loss_g = generator_loss(discriminator(diffaugment(fake, policy), *given), objective.loss)
         loss_g.mul(state.loss_weight).backward()
     state.opt_g.step()
     state.step += 1
@@ -70,4 +81,5 @@ def _step(state: TrainState, real: torch.Tensor, classes: torch.Tensor | None) -
             loss_g,
             torch.sigmoid(real_logits.float()).mean(),
             torch.sigmoid(fake_logits.float()).mean(),
+            *((penalty.float(),) if objective.r1_gamma else ()),
         ]).detach()
