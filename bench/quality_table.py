@@ -43,6 +43,9 @@ SETTINGS = {  # name -> (what it is, flags)
     "ttur": ("TTUR: lr 1e-4 G, 4e-4 D (Heusel et al. 2017)", [*NO_AUGMENT, "--lr", "1e-4", "--lr-d", "4e-4"]),
     "ema2": ("EMA half-life 2 kimg", [*NO_AUGMENT, "--ema-half-life-kimg", "2"]),
     "conditional": ("class-conditional (Miyato & Koyama 2018)", [*NO_AUGMENT, "--conditional"]),
+    "hinge_sn": ("hinge loss + spectral norm in D (Miyato et al. 2018)", [*NO_AUGMENT, "--loss", "hinge", "--d-norm",
+                                                                            "spectral"]),
+    "r1": ("lazy R1, gamma 0.01 (StyleGAN2-ADA's CIFAR-10 value)", [*NO_AUGMENT, "--r1-gamma", "0.01"]),
 }
 COLUMNS = ("quality/fid_domain", "quality/fid_domain_floor", "quality/kid", "quality/kid_floor", "quality/precision",
            "quality/recall", "quality/memorised_share", "quality/memorised_share_floor", "quality_raw/fid_domain",
