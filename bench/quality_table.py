@@ -40,6 +40,7 @@ SETTINGS = {  # name -> (what it is, flags)
     "width64": ("width 64 (the DCGAN paper's)", [*NO_AUGMENT, "--g-features", "64", "--d-features", "64",
                                                   "--kimg", "40"]),
     "batch64": ("batch 64 per worker", [*NO_AUGMENT, "--batch-size", "64"]),
+    "batch16": ("batch 16 per worker", [*NO_AUGMENT, "--batch-size", "16"]),
     "ttur": ("TTUR: lr 1e-4 G, 4e-4 D (Heusel et al. 2017)", [*NO_AUGMENT, "--lr", "1e-4", "--lr-d", "4e-4"]),
     "ttur_d": ("TTUR: lr 2e-4 G, 4e-4 D", [*NO_AUGMENT, "--lr-d", "4e-4"]),
     "lr4": ("lr 4e-4 for G and D", [*NO_AUGMENT, "--lr", "4e-4"]),
