@@ -45,6 +45,7 @@ SETTINGS = {  # name -> (what it is, flags)
     "ttur_d": ("TTUR: lr 2e-4 G, 4e-4 D", [*NO_AUGMENT, "--lr-d", "4e-4"]),
     "lr4": ("lr 4e-4 for G and D", [*NO_AUGMENT, "--lr", "4e-4"]),
     "lr8": ("lr 8e-4 for G and D", [*NO_AUGMENT, "--lr", "8e-4"]),
+    "lr16": ("lr 1.6e-3 for G and D", [*NO_AUGMENT, "--lr", "1.6e-3"]),
     "ema2": ("EMA half-life 2 kimg", [*NO_AUGMENT, "--ema-half-life-kimg", "2"]),
     "conditional": ("class-conditional (Miyato & Koyama 2018)", [*NO_AUGMENT, "--conditional"]),
     "hinge_sn": ("hinge loss + spectral norm in D (Miyato et al. 2018)", [*NO_AUGMENT, "--loss", "hinge", "--d-norm",
