@@ -29,7 +29,7 @@ def plot(rows: list[dict], out: Path, labels: dict[str, str]) -> None:
             for row in rows:
                 points = row["history"]
                 axes.plot([p[x_key] for p in points], [value(p) for p in points], marker="o", markersize=3,
-                          label=labels.get(row["setting"], row["setting"]))
+                          label=row.get("label") or labels.get(row["setting"], row["setting"]))
             axes.axhline(target, color="grey", linestyle="--", linewidth=1)
             axes.set_xlabel(x_label)
             axes.set_ylabel(y_label)
