@@ -23,12 +23,13 @@ AXES = (("kimg", "thousands of training images"), ("minutes", "wall minutes, who
 
 
 def plot(rows: list[dict], out: Path, labels: dict[str, str]) -> None:
-    figure, grid = plt.subplots(len(AXES), len(PANELS), figsize=(15, 8.5), squeeze=False)
+    figure, grid = plt.subplots(len(AXES), len(PANELS), figsize=(15, 10), squeeze=False)
     for row_axes, (x_key, x_label) in zip(grid, AXES):
         for axes, (y_label, value, target) in zip(row_axes, PANELS):
-            for row in rows:
+            for index, row in enumerate(rows):  # tab20: a colour of its own for each of up to 20 settings
                 points = row["history"]
                 axes.plot([p[x_key] for p in points], [value(p) for p in points], marker="o", markersize=3,
+                          color=plt.get_cmap("tab20")(index % 20),
                           label=row.get("label") or labels.get(row["setting"], row["setting"]))
             axes.axhline(target, color="grey", linestyle="--", linewidth=1)
             axes.set_xlabel(x_label)
@@ -36,8 +37,8 @@ def plot(rows: list[dict], out: Path, labels: dict[str, str]) -> None:
             axes.grid(alpha=0.3)
             if PANELS[0][0] == y_label:
                 axes.set_yscale("log")
-    grid[0][0].legend(fontsize=8)
-    figure.tight_layout()
+    figure.legend(*grid[0][0].get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=9)
+    figure.tight_layout(rect=(0, 0.04 + 0.022 * ((len(rows) + 2) // 3), 1, 1))
     figure.savefig(out, dpi=90)
 
 
