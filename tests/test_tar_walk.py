@@ -9,6 +9,7 @@ import webdataset as wds
 
 from gan.shards.manifest import ShardInfo, read_manifest, shard_location
 from gan.shards.reader import DataHealth, ReadPolicy, read_shard
+from gan.shards import tar_walk
 from gan.shards.tar_walk import NotPlainTar, tar_samples
 
 
@@ -42,6 +43,25 @@ def test_our_shards_give_webdatasets_samples_byte_for_byte(digits_shards):
         path = shard_location(str(digits_shards), shard)
         walked = _walked(path)
         assert walked == _webdataset_samples(path) and len(walked) == shard.samples
+
+
+class _Trickle:
+    """A stream that returns at most `most` bytes a read, as a network body may."""
+
+    def __init__(self, data: bytes, most: int):
+        self.stream, self.most = io.BytesIO(data), most
+
+    def read(self, size: int = -1) -> bytes:
+        return self.stream.read(min(size, self.most) if size >= 0 else self.most)
+
+
+def test_short_reads_and_chunks_that_end_inside_a_members_padding_lose_nothing(digits_shards, monkeypatch):
+    monkeypatch.setattr(tar_walk, "_CHUNK", 700)  # not a multiple of 512: chunk ends fall inside padding
+    shard = read_manifest(str(digits_shards)).shards("train")[0]
+    path = shard_location(str(digits_shards), shard)
+    data = open(path, "rb").read()
+    trickled = list(tar_samples(_Trickle(data, 333), path))
+    assert trickled == _webdataset_samples(path) and len(trickled) == shard.samples
 
 
 def test_hand_made_ustar_archives_group_as_webdataset_groups_them(tmp_path):

@@ -3,9 +3,9 @@
 `webdataset.tarfile_samples` groups them.
 
 Why: tarfile's header parsing under WebDataset cost 100-160 µs per 32x32 sample on one core of this machine, about
-a tenth of a training step's time per image on 2 cores; this walk costs 20-25 µs. It reads only what our writer writes (regular
-USTAR members, gan/shards/writer.py); a member in another form (PAX or GNU extension headers, base-256 sizes) raises
-NotPlainTar, and the reader reads that shard with WebDataset instead. Shards other tools wrote always go through
+a tenth of a training step's time per image on 2 cores; this walk costs 20-25 µs. It reads only what our writer
+writes (regular USTAR members, gan/shards/writer.py); a member in another form (PAX or GNU extension headers,
+base-256 sizes) raises NotPlainTar, and the reader reads that shard with WebDataset instead. Shards other tools wrote always go through
 WebDataset (gan/shards/reader.py).
 """
 from __future__ import annotations
@@ -30,8 +30,17 @@ class NotPlainTar(ValueError):
 
 
 def _refill(stream: IO[bytes], buffer: bytes, position: int, size: int) -> bytes:
-    """The unread rest of `buffer` plus enough of the stream for `size` bytes (fewer only at the stream's end)."""
-    parts, have = [buffer[position:]], len(buffer) - position
+    """The bytes from `position` on (counted from the start of `buffer`), at least `size` of them unless the stream
+    ends first. `position` may lie past the buffer's end (padding the last read stopped inside, as a short read from
+    S3 or a member larger than a chunk leaves): those bytes are read from the stream and dropped."""
+    skip = position - len(buffer)
+    while skip > 0:
+        dropped = stream.read(min(skip, _CHUNK))
+        if not dropped:
+            return b""
+        skip -= len(dropped)
+    parts = [buffer[position:]]
+    have = len(parts[0])
     while have < size:
         chunk = stream.read(max(_CHUNK, size - have))
         if not chunk:
