@@ -16,8 +16,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-LOSSES = ("bce", "hinge")
-
 
 @dataclass(frozen=True)
 class Objective:
