@@ -229,8 +229,17 @@ def start_ray_head(temp_dir: str | Path, num_cpus: int = 2, timeout: float = 120
     url = f"http://127.0.0.1:{ports['dashboard-port']}"
     server = Server("ray head", url, None, temp_dir / "ray-start.log",
                     env={"RAY_ADDRESS": url, "RAY_GCS_ADDRESS": f"127.0.0.1:{ports['port']}", **client_env},
-                    command=command, process_env=env, ready=lambda: _http_ok(f"{url}/api/version"))
+                    command=command, process_env=env)
+    # Ready once the GCS answers through the dashboard (the head itself listed), not just the dashboard's web server.
+    server.ready = lambda: _http_ok(f"{url}/api/version") and _lists_a_node(server)
     return server.start(timeout)
+
+
+def _lists_a_node(head: Server) -> bool:
+    try:
+        return bool(live_nodes(head))
+    except (OSError, ValueError, KeyError):
+        return False
 
 
 def start_ray_node(head: Server, temp_dir: str | Path, num_cpus: int, resources: dict[str, float],
@@ -240,15 +249,6 @@ def start_ray_node(head: Server, temp_dir: str | Path, num_cpus: int, resources:
     lists it alive. Stopping it kills its own process group only: to the cluster, a lost machine."""
     temp_dir = Path(temp_dir)
     temp_dir.mkdir(parents=True, exist_ok=True)
-    ports = dict(zip(("node-manager-port", "object-manager-port", "dashboard-agent-listen-port",
-                      "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port"), _free_ports(6)))
-    worker_port = _free_port_block(_RAY_WORKER_PORTS)
-    command = [str(Path(sys.executable).with_name("ray")), "start", f"--address={head.env['RAY_GCS_ADDRESS']}",
-               "--block", f"--num-cpus={num_cpus}", f"--resources={json.dumps(resources)}",
-               "--node-ip-address=127.0.0.1", f"--temp-dir={temp_dir}", "--disable-usage-stats",
-               f"--min-worker-port={worker_port}", f"--max-worker-port={worker_port + _RAY_WORKER_PORTS - 1}",
-               *[f"--{flag}={port}" for flag, port in ports.items()]]
-    process_env = {**head.process_env, **(env or {})}
     name = next(iter(resources))
 
     def alive() -> bool:
@@ -257,21 +257,41 @@ def start_ray_node(head: Server, temp_dir: str | Path, num_cpus: int, resources:
         except (OSError, ValueError, KeyError):
             return False
 
-    server = Server(f"ray node {name}", head.url, None, temp_dir / "ray-start.log", env=head.env, command=command,
-                    process_env=process_env, ready=alive)
-    attempts_left = RAY_NODE_START_ATTEMPTS
-    while True:
+    failures = []
+    for _ in range(RAY_NODE_START_ATTEMPTS):
+        server = Server(f"ray node {name}", head.url, None, temp_dir / "ray-start.log", env=head.env,
+                        command=_ray_node_command(head, temp_dir, num_cpus, resources),
+                        process_env={**head.process_env, **(env or {})}, ready=alive)
         try:
             return server.start(timeout)
-        except RuntimeError as error:
-            # `ray start` gives a new raylet a fixed 30 s to register with the GCS (ray/_private/node.py), then exits;
-            # a node joining while a run keeps both cores busy can miss that, and a second start then succeeds.
-            attempts_left -= 1
-            if "timed out during startup" not in str(error) or not attempts_left:
-                raise
+        except (RuntimeError, TimeoutError) as error:
+            # On two cores busy with a suite, a joining node has failed two ways: `ray start` gave its raylet a fixed
+            # 30 s to register with the GCS and exited, or (once in CI) its first GCS request timed out after 60 s.
+            # Each retry is a fresh process group on fresh ports, in case a port picked free was taken meanwhile.
+            server.stop()
+            failures.append(str(error))
+    raise TimeoutError(f"ray node {name} did not join after {RAY_NODE_START_ATTEMPTS} starts:\n"
+                       + "\n---\n".join(failures) + f"\n--- the head's GCS log:\n{_gcs_log_tail(head)}")
 
 
 RAY_NODE_START_ATTEMPTS = 3
+
+
+def _ray_node_command(head: Server, temp_dir: Path, num_cpus: int, resources: dict[str, float]) -> list[str]:
+    ports = dict(zip(("node-manager-port", "object-manager-port", "dashboard-agent-listen-port",
+                      "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port"), _free_ports(6)))
+    worker_port = _free_port_block(_RAY_WORKER_PORTS)
+    return [str(Path(sys.executable).with_name("ray")), "start", f"--address={head.env['RAY_GCS_ADDRESS']}",
+            "--block", f"--num-cpus={num_cpus}", f"--resources={json.dumps(resources)}",
+            "--node-ip-address=127.0.0.1", f"--temp-dir={temp_dir}", "--disable-usage-stats",
+            f"--min-worker-port={worker_port}", f"--max-worker-port={worker_port + _RAY_WORKER_PORTS - 1}",
+            *[f"--{flag}={port}" for flag, port in ports.items()]]
+
+
+def _gcs_log_tail(head: Server, lines: int = 20) -> str:
+    logs = sorted(head.log_path.parent.glob("session_*/logs/gcs_server.*"))
+    return "\n".join(f"{log.name}: " + "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+                     for log in logs) or "(none found)"
 
 
 def live_nodes(head: Server) -> dict[str, dict[str, float]]:
