@@ -15,6 +15,7 @@ from mlflow import MlflowClient
 
 from gan.config import TrainConfig, parse
 from gan.run.worker import TrainingDiverged, _log_window
+from gan.sweep.tune import ran_its_length
 from gan.tracking.registry import model_metric
 from gan.tracking.runs import RunLogger
 from gan.training.stats import WindowMeter
@@ -166,6 +167,17 @@ def test_a_non_finite_loss_stops_the_run_instead_of_training_on():
     meter.add(torch.tensor([0.5, float("nan")]))
     with pytest.raises(TrainingDiverged, match="loss/G not finite at step 7"):
         _log_window(meter, RunLogger("", None, active=False), step=7, since=time.perf_counter(), images_per_step=8)
+
+
+@pytest.mark.parametrize("last_report, train, ran", [
+    ({"epoch": 10, "kimg": 600.0}, {"epochs": 10, "kimg": 0}, True),     # all its epochs
+    ({"epoch": 2, "kimg": 120.0}, {"epochs": 10, "kimg": 120}, True),     # --kimg ended it first (a 3-trial sweep
+    ({"epoch": 2, "kimg": 120.016}, {"epochs": 10, "kimg": 120}, True),   # on MNIST was once listed as stopped)
+    ({"epoch": 1, "kimg": 63.0}, {"epochs": 10, "kimg": 120}, False),     # ASHA stopped it
+    ({"epoch": 3, "kimg": 189.0}, {"epochs": 10, "kimg": 0}, False),
+])
+def test_a_trial_that_reached_its_kimg_counts_as_completed_not_stopped(last_report, train, ran):
+    assert ran_its_length(last_report, train) is ran
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -212,10 +212,10 @@ def summarise(results: tune.ResultGrid) -> list[dict[str, Any]]:
         history = _metric_history(result)
         params = result.config or {}
         error = result.error
-        epochs = int(result.metrics.get("epoch", 0)) if result.metrics else 0
-        max_epochs = params.get("train", {}).get("epochs", 0)
+        metrics = result.metrics or {}
+        epochs = int(metrics.get("epoch", 0))
         status = ("diverged" if error and "diverged" in str(error) else "failed" if error
-                  else "completed" if epochs >= max_epochs else "stopped early")
+                  else "completed" if ran_its_length(metrics, params.get("train", {})) else "stopped early")
         rows.append({"trial_id": Path(result.path).name.removeprefix("trial-"),
                      "run_name": trial_name(params),
                      "lr": params.get("lr"), "latent_dim": params.get("latent_dim"),
@@ -223,6 +223,14 @@ def summarise(results: tune.ResultGrid) -> list[dict[str, Any]]:
                      "epochs": epochs, "final_fid_domain": history[-1] if history else math.nan,
                      "best_fid_domain": min(history) if history else math.nan})
     return rows
+
+
+def ran_its_length(last_report: dict[str, Any], train: dict[str, Any]) -> bool:
+    """Whether a trial's last report is its run's end: all its --epochs, or its --kimg when that ends it sooner (a
+    trial the scheduler stopped ends short of both)."""
+    kimg_target = train.get("kimg", 0)
+    return (int(last_report.get("epoch", 0)) >= train.get("epochs", 0)
+            or bool(kimg_target and last_report.get("kimg", 0) >= kimg_target))
 
 
 def _metric_history(result: tune.Result) -> list[float]:
