@@ -36,8 +36,10 @@ def test_kimg_bounds_the_run_and_ticks_fall_every_tick_kimg_and_at_epoch_ends():
     assert schedule.total_steps == math.ceil(2000 / 32)
     ends = [tick.end_step for tick in schedule.ticks]
     # Every 7 steps; epoch 1 ends at 31, 3 steps after the report at 28 (under half a tick): no report there, the
-    # tick 28-35 spans the epoch end. Epoch 2 ends at 62, 6 steps after 56: a report. The end (63) is 1 step later.
-    assert ends == [7, 14, 21, 28, 35, 42, 49, 56, 62, 63]
+    # tick 28-35 spans the epoch end. Epoch 2 ends at 62, 6 steps after 56 but 1 step before the run's end (63):
+    # no report there either, or the run would report (and measure) twice in two steps.
+    assert ends == [7, 14, 21, 28, 35, 42, 49, 56, 63]
+    assert [(s.epoch, s.steps, s.ends_epoch) for s in schedule.ticks[-1].segments] == [(1, 6, True), (2, 1, False)]
     spanning = schedule.ticks[4]
     assert [(s.epoch, s.offset, s.steps, s.ends_epoch) for s in spanning.segments] == [(0, 28, 3, True),
                                                                                       (1, 0, 4, False)]

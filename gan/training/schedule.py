@@ -5,9 +5,9 @@ A run ends at --kimg thousand images or after --epochs data epochs, whichever co
 bound). It reports (progress line, metrics, sample grid, checkpoint, one `ray.train.report` per rank) every
 --tick-kimg thousand images, so a long epoch (MNIST: 60,000 images) reports several times inside it, and at epoch
 ends: at every one when the run is counted in epochs (--epochs given, as sweeps are: ASHA and PBT decide there) or
---tick-kimg is 0; otherwise only at one that comes half a tick or more after the last report. A run counted in kimg
-on a small set (400 images: 300 epochs in the default 120 kimg) thus groups whole epochs into ticks of about
---tick-kimg instead of reporting hundreds of times. A boundary less than half a tick after an epoch-end report is
+--tick-kimg is 0; otherwise only at one half a tick or more after the last report and before the run's end. A
+run counted in kimg on a small set (400 images: 300 epochs in the default 120 kimg) thus groups whole epochs into
+ticks of about --tick-kimg instead of reporting hundreds of times. A boundary less than half a tick after an epoch-end report is
 skipped, so no stub tick follows one. Epochs stay what the data reader deals shards by (gan/shards/batches.py). Pure
 arithmetic: every rank computes the same ticks.
 """
@@ -107,7 +107,10 @@ def build_schedule(shards: list[ShardInfo], world_size: int, batch_size: int, se
             offset, step = offset + steps, step + steps
             last = step >= limit or (ends_epoch and epochs and epoch + 1 == epochs)
             at_boundary = tick_steps and step % tick_steps == 0 and step - tick_start >= tick_steps / 2
-            if last or at_boundary or (ends_epoch and (every_epoch or step - tick_start >= tick_steps / 2)):
+            # An epoch end within half a tick of the run's end is not reported: the last report, moments later,
+            # covers it (120 kimg on MNIST ends 1 step after epoch 2, which measured the generator twice).
+            spaced = step - tick_start >= tick_steps / 2 and limit - step >= tick_steps / 2
+            if last or at_boundary or (ends_epoch and (every_epoch or spaced)):
                 ticks.append(Tick(len(ticks) + 1, tuple(segments), tick_start))
                 segments, tick_start = [], step
         epoch += 1
