@@ -1,11 +1,14 @@
-"""A quality measurement must not change training: sampling both generators, the grid, the export and the upload
-through the logger thread leave the global RNG and the following steps exactly as they were (one process; the
-2-rank run still shows a cadence effect, docs/quality.md "Run-to-run variation")."""
+"""A quality measurement must not change training: scoring both generators (their samples, the reference's
+classifier, the metrics), the grid, the export and the upload through the logger thread leave the global RNG and the
+following steps exactly as they were. Rank 0 alone measures, so any RNG it draws there made how often a run measured
+change what it trained (docs/quality.md, "Run-to-run variation")."""
 import mlflow
 import pytest
 import torch
 
-from gan.metrics.quality import generate
+from gan.metrics.classifier import FEATURE_DIM, DomainClassifier, QualityReference
+from gan.metrics.feature_tasks import CLASSIFIER
+from gan.metrics.quality import evaluate_generator, generate
 from gan.tracking.runs import RunLogger
 from gan.training.images import sample_grid
 from gan.training.models import ModelShape
@@ -30,6 +33,17 @@ def _steps_around(action) -> tuple[bool, torch.Tensor]:
     return untouched, torch.stack([train_step(state, real) for _ in range(3)])
 
 
+def _reference() -> QualityReference:
+    """A reference with a (random) classifier of the real shape: what a measurement builds and runs each time."""
+    seeded = torch.Generator().manual_seed(3)
+    with torch.random.fork_rng():
+        torch.manual_seed(4)
+        weights = DomainClassifier(1, 10).state_dict()
+    real = torch.randn(300, FEATURE_DIM, generator=seeded, dtype=torch.float64)
+    return QualityReference("test", 1, 10, CLASSIFIER, weights, 0.9, real.mean(0), torch.cov(real.T), real,
+                            real[:100], torch.arange(100) % 10, 0.0, 300, False)
+
+
 @pytest.fixture
 def tracker(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
@@ -40,9 +54,12 @@ def tracker(tmp_path):
 
 
 def test_a_measurement_leaves_the_rng_and_the_next_steps_exactly_as_they_were(tracker):
+    reference = _reference()
+
     def measure(state: TrainState) -> None:
         generate(state.generator, SHAPE.latent_dim, 100)
-        generate(state.sampler, SHAPE.latent_dim, 100)
+        for generator in (state.generator, state.sampler):  # what worker._QualityJudge.measure runs on rank 0
+            evaluate_generator(generator, reference, SHAPE.latent_dim, 100, memorisation=True)
         tracker.log_image(sample_grid(state.sampler, state.fixed_noise), "samples", step=state.step)
         tracker.log_generator(state.generator, SHAPE, state.step, {"generator": "raw"}, {"quality/fid_domain": 1.0})
         assert tracker.flush(timeout=120) and tracker.failed_calls == 0  # the model really went through

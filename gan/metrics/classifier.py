@@ -87,8 +87,12 @@ class QualityReference:
                 else f"{self.feature_space} encoder (self-supervised: the set has no classes)")
 
     def classifier(self) -> DomainClassifier:
-        model = DomainClassifier(self.channels, self.num_classes)
-        model.load_state_dict(self.classifier_state)
+        # Built on the meta device and given the stored weights: a normal build would draw initial weights from the
+        # global RNG, which on rank 0 alone (where quality is measured) shifted every later step's noise, so how
+        # often a run measured quality changed what it trained.
+        with torch.device("meta"):
+            model = DomainClassifier(self.channels, self.num_classes)
+        model.load_state_dict(self.classifier_state, assign=True)
         return model.eval()
 
 
