@@ -8,8 +8,8 @@ ends: at every one when the run is counted in epochs (--epochs given, as sweeps 
 --tick-kimg is 0; otherwise only at one half a tick or more after the last report and before the run's end. A
 run counted in kimg on a small set (400 images: 300 epochs in the default 120 kimg) thus groups whole epochs into
 ticks of about --tick-kimg instead of reporting hundreds of times. A boundary less than half a tick after an
-epoch-end report is skipped, so no stub tick follows one. Epochs stay what the data reader deals shards by (gan/shards/batches.py). Pure
-arithmetic: every rank computes the same ticks.
+epoch-end report is skipped, so no stub tick follows one. Epochs stay what the data reader deals shards by
+(gan/shards/batches.py). Pure arithmetic: every rank computes the same ticks.
 """
 from __future__ import annotations
 
