@@ -231,15 +231,16 @@ def start_ray_head(temp_dir: str | Path, num_cpus: int = 2, timeout: float = 120
                     env={"RAY_ADDRESS": url, "RAY_GCS_ADDRESS": f"127.0.0.1:{ports['port']}", **client_env},
                     command=command, process_env=env)
     # Ready once the GCS answers through the dashboard (the head itself listed), not just the dashboard's web server.
-    server.ready = lambda: _http_ok(f"{url}/api/version") and _lists_a_node(server)
+    server.ready = lambda: _http_ok(f"{url}/api/version") and bool(_live_nodes_or_none(server))
     return server.start(timeout)
 
 
-def _lists_a_node(head: Server) -> bool:
+def _live_nodes_or_none(head: Server) -> dict[str, dict[str, float]]:
+    """live_nodes, or {} while the head cannot answer yet (a readiness probe, asked again until it can)."""
     try:
-        return bool(live_nodes(head))
+        return live_nodes(head)
     except (OSError, ValueError, KeyError):
-        return False
+        return {}
 
 
 def start_ray_node(head: Server, temp_dir: str | Path, num_cpus: int, resources: dict[str, float],
@@ -252,10 +253,7 @@ def start_ray_node(head: Server, temp_dir: str | Path, num_cpus: int, resources:
     name = next(iter(resources))
 
     def alive() -> bool:
-        try:
-            return any(name in resources for resources in live_nodes(head).values())
-        except (OSError, ValueError, KeyError):
-            return False
+        return any(name in resources for resources in _live_nodes_or_none(head).values())
 
     failures = []
     for _ in range(RAY_NODE_START_ATTEMPTS):

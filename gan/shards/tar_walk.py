@@ -5,8 +5,8 @@
 Why: tarfile's header parsing under WebDataset cost 100-160 µs per 32x32 sample on one core of this machine, about
 a tenth of a training step's time per image on 2 cores; this walk costs 20-25 µs. It reads only what our writer
 writes (regular USTAR members, gan/shards/writer.py); a member in another form (PAX or GNU extension headers,
-base-256 sizes) raises NotPlainTar, and the reader reads that shard with WebDataset instead. Shards other tools wrote always go through
-WebDataset (gan/shards/reader.py).
+base-256 sizes) raises NotPlainTar, and the reader reads that shard with WebDataset instead. Shards other tools
+wrote always go through WebDataset (gan/shards/reader.py).
 """
 from __future__ import annotations
 
