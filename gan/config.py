@@ -63,6 +63,8 @@ class TrainConfig:
                                   "0 = off.", min=0.0, max=1e4)
     r1_every: int = option(16, "Steps between two R1 penalties, each scaled by it (lazy R1, StyleGAN2).", min=1,
                            max=10_000)
+    mode_seeking: float = option(0.0, "Weight of the mode-seeking term on G (MSGAN, Mao et al. 2019), which pushes "
+                                      "G to give different images for different z; 0 = off.", min=0.0, max=100.0)
     conditional: bool = option(False, "Class-conditional G and D (class embedding; projection discriminator, Miyato "
                                       "& Koyama 2018): one grid row per class, jobs.sample --class K. Labelled sets.")
     # stabilisers since DCGAN (gan/training/ema.py, gan/training/augment.py)

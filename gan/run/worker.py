@@ -203,7 +203,8 @@ def _build_state(config: TrainConfig, manifest: Manifest, rank: int, world_size:
                               ema_half_life_kimg=config.ema_half_life_kimg, ema_rampup=config.ema_rampup,
                               augment=parse_policy(config.diffaugment, manifest.channels),
                               images_per_step=config.batch_size * config.num_workers,
-                              objective=Objective(config.loss, config.r1_gamma, config.r1_every))
+                              objective=Objective(config.loss, config.r1_gamma, config.r1_every,
+                                                  config.mode_seeking))
     state.loss_weight = share_weight(rank, world_size, config.num_workers)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     state.generator = prepare_model(state.generator.to(memory_format=memory_format))

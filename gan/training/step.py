@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from gan.training.augment import diffaugment
-from gan.training.losses import Objective, fake_loss, generator_loss, r1_penalty, real_loss
+from gan.training.losses import Objective, fake_loss, generator_loss, mode_seeking_term, r1_penalty, real_loss
 from gan.training.state import TrainState, unwrap
 
 STEP_STATS = ("loss/D", "loss/D_real", "loss/D_fake", "loss/G", "disc/D_x", "disc/D_G_z")
@@ -19,8 +19,9 @@ STEP_STATS = ("loss/D", "loss/D_real", "loss/D_fake", "loss/G", "disc/D_x", "dis
 
 def step_stats(objective: Objective) -> tuple[str, ...]:
     """What train_step returns under this objective: with R1 on, also loss/R1, the penalty as added to D's loss
-    (0 on the steps between two lazy ones)."""
-    return STEP_STATS + (("loss/R1",) if objective.r1_gamma else ())
+    (0 on the steps between two lazy ones); with mode seeking on, loss/mode_seeking, the term in G's loss."""
+    return (STEP_STATS + (("loss/R1",) if objective.r1_gamma else ())
+            + (("loss/mode_seeking",) if objective.mode_seeking else ()))
 
 
 def _local_only(module: nn.Module):
@@ -43,8 +44,12 @@ def train_step(state: TrainState, real: torch.Tensor, bf16: bool = False,
 def _step(state: TrainState, real: torch.Tensor, classes: torch.Tensor | None) -> torch.Tensor:
     generator, discriminator, policy, objective = state.generator, state.discriminator, state.augment, state.objective
     noise = torch.randn(real.shape[0], state.fixed_noise.shape[1], device=real.device)
-    given = () if classes is None else (classes,)
-    fake = generator(noise, *given)
+    given = () if classes is None else (classes,)  # the real images' classes
+    drawn = given  # the fakes' classes
+    if classes is not None and objective.mode_seeking:  # the mode-seeking pairs (i, half + i) share a class
+        half = real.shape[0] // 2
+        drawn = (torch.cat([classes[:half], classes[:real.shape[0] - half]]),)
+    fake = generator(noise, *drawn)
 
     # Real and fake go through D as separate batches (BatchNorm statistics must not mix them, DCGAN sec. 4);
     # the first backward stays local so D's gradients are all-reduced once, not twice.
@@ -57,7 +62,7 @@ def _step(state: TrainState, real: torch.Tensor, classes: torch.Tensor | None) -
         loss_real = real_loss(real_logits, objective.loss)
         penalty = r1_penalty(real_logits, shown, objective) if regularise else torch.zeros((), device=real.device)
         (loss_real + penalty).mul(state.loss_weight).backward()
-    fake_logits = discriminator(diffaugment(fake.detach(), policy), *given)
+    fake_logits = discriminator(diffaugment(fake.detach(), policy), *drawn)
     loss_fake = fake_loss(fake_logits, objective.loss)
     loss_fake.mul(state.loss_weight).backward()
     state.opt_d.step()
@@ -65,8 +70,10 @@ def _step(state: TrainState, real: torch.Tensor, classes: torch.Tensor | None) -
     # D's gradients from the generator step are thrown away, so they need no all-reduce either.
     state.opt_g.zero_grad(set_to_none=True)
     with _local_only(discriminator):
-        loss_g = generator_loss(discriminator(diffaugment(fake, policy), *given), objective.loss)
-        loss_g.mul(state.loss_weight).backward()
+        loss_g = generator_loss(discriminator(diffaugment(fake, policy), *drawn), objective.loss)
+        seeking = (mode_seeking_term(fake, noise, objective.mode_seeking) if objective.mode_seeking
+                   else torch.zeros((), device=real.device))
+        (loss_g + seeking).mul(state.loss_weight).backward()
     state.opt_g.step()
     state.step += 1
     if state.ema is not None:
@@ -82,4 +89,5 @@ def _step(state: TrainState, real: torch.Tensor, classes: torch.Tensor | None) -
             torch.sigmoid(real_logits.float()).mean(),
             torch.sigmoid(fake_logits.float()).mean(),
             *((penalty.float(),) if objective.r1_gamma else ()),
+            *((seeking.float(),) if objective.mode_seeking else ()),
         ]).detach()
