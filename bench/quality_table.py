@@ -28,8 +28,10 @@ from gan.run.launch import prepare, run
 from gan.tracking.registry import LOGGED_MODEL_NAME
 from gan.tracking.sampling import load, sample_picture
 
-AUGMENT = ["--diffaugment", "translation,cutout"]  # explicit, so a rerun means the same whatever the default
-NO_AUGMENT = ["--diffaugment", ""]
+# Explicit, so a rerun means the same whatever the default: since 2026-12-04 labelled sets train class-conditional
+# unless --no-conditional, so every setting below not named conditional pins the unconditional networks.
+AUGMENT = ["--no-conditional", "--diffaugment", "translation,cutout"]
+NO_AUGMENT = ["--no-conditional", "--diffaugment", ""]
 OLD_DEFAULT = [*NO_AUGMENT, "--lr", "2e-4"]
 SETTINGS = {  # name -> (what it is, flags)
     "baseline": ("DCGAN (Radford et al. 2015)", ["--ema-half-life-kimg", "0", *NO_AUGMENT]),
@@ -52,7 +54,8 @@ SETTINGS = {  # name -> (what it is, flags)
     "ttur_d": ("TTUR: lr 2e-4 G, 4e-4 D", [*OLD_DEFAULT, "--lr-d", "4e-4"]),
     "ema2": ("EMA half-life 2 kimg", [*OLD_DEFAULT, "--ema-half-life-kimg", "2"]),
     "conditional": ("class-conditional (Miyato & Koyama 2018)", [*OLD_DEFAULT, "--conditional"]),
-    "conditional8": ("class-conditional at lr 8e-4 (the default's)", [*NO_AUGMENT, "--lr", "8e-4", "--conditional"]),
+    "conditional8": ("class-conditional at lr 8e-4", [*NO_AUGMENT, "--lr", "8e-4", "--conditional"]),
+    "conditional16": ("class-conditional at lr 1.6e-3", [*NO_AUGMENT, "--lr", "1.6e-3", "--conditional"]),
     "hinge_sn": ("hinge loss + spectral norm in D (Miyato et al. 2018)", [*OLD_DEFAULT, "--loss", "hinge",
                                                                             "--d-norm", "spectral"]),
     "r1": ("lazy R1, gamma 0.01 (StyleGAN2-ADA's CIFAR-10 value)", [*OLD_DEFAULT, "--r1-gamma", "0.01"]),

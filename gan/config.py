@@ -65,8 +65,11 @@ class TrainConfig:
                            max=10_000)
     mode_seeking: float = option(0.0, "Weight of the mode-seeking term on G (MSGAN, Mao et al. 2019), which pushes "
                                       "G to give different images for different z; 0 = off.", min=0.0, max=100.0)
-    conditional: bool = option(False, "Class-conditional G and D (class embedding; projection discriminator, Miyato "
-                                      "& Koyama 2018): one grid row per class, jobs.sample --class K. Labelled sets.")
+    # auto: labelled sets train class-conditional, which alone reached the default's targets at 120 kimg on MNIST
+    # (docs/quality.md, "The default, chosen"); a set without labels has no other mode
+    conditional: bool | None = option(None, "Class-conditional G and D (class embedding; projection discriminator, "
+                                            "Miyato & Koyama 2018): one grid row per class, jobs.sample --class K. "
+                                            "Unset (auto): on when the shards hold 2 or more classes.")
     # stabilisers since DCGAN (gan/training/ema.py, gan/training/augment.py)
     ema_half_life_kimg: float = option(10.0, "Half-life in kimg of G's weight EMA, which makes the grids, metrics "
                                              "and saved model. 0 = off.", min=0.0)
@@ -116,6 +119,11 @@ class TrainConfig:
             raise ConfigError(f"--min-workers {self.min_workers} is more than --num-workers {self.num_workers}: "
                               f"--num-workers is the most an elastic run grows to, so give it at least "
                               f"{self.min_workers}")
+
+    def is_conditional(self, class_count: int) -> bool:
+        """Whether the networks take a class, on shards with `class_count` classes: --conditional or
+        --no-conditional as given, else (auto) when there are classes to take."""
+        return self.conditional if self.conditional is not None else class_count >= 2
 
     @property
     def elastic(self) -> bool:

@@ -45,6 +45,8 @@ def field_type(cls: type, f: dataclasses.Field) -> type:
 
 def coerce(cls: type, f: dataclasses.Field, value: Any, source: str) -> Any:
     kind = field_type(cls, f)
+    if f.default is None and (value is None or str(value).strip().lower() in ("auto", "none", "null", "")):
+        return None  # a field whose default is unset (e.g. --conditional: auto) can be unset again
     try:
         if kind is bool:
             if isinstance(value, bool):
@@ -100,7 +102,7 @@ def parse(cls: type, argv: Sequence[str] | None = None, description: str = "") -
         help_text = f.metadata["doc"].replace("%", "%%")  # argparse expands %-formats in help
         if field_type(cls, f) is bool:
             parser.add_argument(flag_name(f.name), dest=f.name, action=argparse.BooleanOptionalAction, default=None,
-                                help=f"{help_text} (default: {f.default})")
+                                help=f"{help_text} (default: {'auto' if f.default is None else f.default})")
         else:
             parser.add_argument(flag_name(f.name), dest=f.name, default=None, metavar=f.name.rstrip("_").upper(),
                                 help=f"{help_text} (default: {f.default})")

@@ -40,15 +40,20 @@ def new_lows(values: list[float]) -> list[float]:
 
 def fid_of_model(uri: str, tracking_uri: str, shards: Path, samples: int, seed: int = 0) -> float:
     """quality/fid_domain of a logged generator (any MLflow model URI), loaded as a user would and measured here
-    the way a run's rank 0 measures it."""
+    the way a run's rank 0 measures it (gan/metrics/quality.py evaluate_generator: the same seeded z, and for a
+    conditional generator the same classes)."""
+    import torch
+
     from gan.metrics.classifier import load_reference, reference_location
-    from gan.metrics.quality import evaluate_generator
+    from gan.metrics.quality import conditioning_classes, quality_of_images
     from gan.shards.manifest import read_manifest
     from gan.tracking.sampling import load
 
     sampler = load(uri, tracking_uri)
     reference = load_reference(reference_location(str(shards), read_manifest(str(shards))))
-    return evaluate_generator(sampler.module, reference, sampler.latent_dim, samples, seed)["quality/fid_domain"]
+    noise = torch.randn(samples, sampler.latent_dim, generator=torch.Generator().manual_seed(seed))
+    classes = conditioning_classes(reference, samples, seed) if sampler.num_classes else None
+    return quality_of_images(reference, sampler(noise, classes))["quality/fid_domain"]
 
 
 def logged_models(tracking_uri: str, run_id: str) -> list:

@@ -95,6 +95,28 @@ def test_conditional_training_on_unlabelled_shards_is_refused_before_ray_starts(
         check_inputs(TrainConfig(shards=str(tmp_path / "shards"), conditional=True, tracking=False))
 
 
+def test_unset_conditional_means_conditional_on_labelled_shards_and_unconditional_on_unlabelled(tmp_path):
+    for layout in ("flat", "classes"):
+        export_digits(tmp_path / layout, layout=layout)
+        out = str(tmp_path / f"{layout}-shards")
+        assert make_shards.main(["--from-folder", str(tmp_path / layout), "--out", out]) == 0
+    labelled, unlabelled = str(tmp_path / "classes-shards"), str(tmp_path / "flat-shards")
+    default = parse(TrainConfig, ["--no-tracking"])
+    assert default.conditional is None  # auto
+    # What the run records as its `conditional` param (the flag's own value is unset).
+    assert check_inputs(TrainConfig(shards=labelled, tracking=False))[1]["conditional"] == "True"
+    assert check_inputs(TrainConfig(shards=unlabelled, tracking=False))[1]["conditional"] == "False"
+    assert check_inputs(TrainConfig(shards=labelled, conditional=False, tracking=False))[1]["conditional"] == "False"
+    assert [default.is_conditional(classes) for classes in (0, 1, 2, 10)] == [False, False, True, True]
+    assert not parse(TrainConfig, ["--no-conditional"]).is_conditional(10)
+    assert parse(TrainConfig, ["--conditional"]).conditional is True
+    written = tmp_path / "auto.yaml"  # a best-config YAML (the sweep's) writes the unset value back as null
+    written.write_text("conditional: null\n")
+    assert parse(TrainConfig, ["--config", str(written)]).conditional is None
+    written.write_text("conditional: auto\n")
+    assert parse(TrainConfig, ["--config", str(written)]).conditional is None
+
+
 SMALL_RUN = ["--epochs", "2", "--steps-per-epoch", "3", "--batch-size", "16", "--g-features", "8", "--d-features", "8",
              "--latent-dim", "16", "--quality-samples", "200", "--conditional"]
 # Loads the logged model as a user with only mlflow and torch would: `gan` cannot be imported.

@@ -14,6 +14,7 @@ from PIL import Image
 
 from gan.shards.sources import load_digits
 from gan.shards.writer import write_shards
+from gan.tracking import registry as registry_module
 from gan.tracking.registry import CHAMPION, model_metric
 from jobs import train
 from tests.helpers import REPO, clean_env, logged_models, metric_values
@@ -21,10 +22,12 @@ from tests.services import Server, _http_ok, free_port
 
 pytestmark = pytest.mark.slow
 
-NAME = "registry-test"  # not the default dcgan-digits: other tests' runs on the same server register under that
+NAME = "dcgan-registry-test"  # not the default dcgan-digits: other tests' runs on the same server register under that
+# Unconditional (the digits are labelled, so the default would be conditional): this module checks the z-only
+# contract; tests/test_conditional.py checks the conditional one.
 # Width 32 learns fast enough on the digits that more epochs mean a clearly lower fid_domain (measured: 2910 after
 # 5 steps, 873 after 4 epochs, 260 after 6), so "worse" and "better" below are by construction, not by luck.
-RUN_FLAGS = ["--num-workers", "1", "--batch-size", "32", "--g-features", "32", "--d-features", "32",
+RUN_FLAGS = ["--no-conditional", "--num-workers", "1", "--batch-size", "32", "--g-features", "32", "--d-features", "32",
              "--latent-dim", "64", "--quality-every", "1", "--quality-samples", "300", "--keep-models", "3",
              "--experiment", "registry", "--register-as", NAME]
 LENGTHS = {"first": ["--epochs", "4"], "worse": ["--epochs", "1", "--steps-per-epoch", "5"], "better": ["--epochs", "6"]}
@@ -84,6 +87,24 @@ def test_a_name_holding_another_shard_set_is_refused_before_training(registry, t
     assert train.main(["--shards", str(other), "--tracking-uri", registry["url"], *RUN_FLAGS]) == 2
     assert f"--register-as registered model {NAME!r} holds generators of shard set" in capsys.readouterr().err
     assert len(registry["client"].search_runs([registry["runs"]["first"].info.experiment_id])) == before
+
+
+def test_a_name_holding_the_other_mode_is_refused_and_the_default_name_adds_the_mode(registry, digits_shards, capsys):
+    client, experiment_id = registry["client"], registry["runs"]["first"].info.experiment_id
+    before = len(client.search_runs([experiment_id]))
+    assert train.main(["--shards", str(digits_shards), "--tracking-uri", registry["url"], *RUN_FLAGS,
+                       "--conditional"]) == 2
+    assert (f"--register-as registered model {NAME!r} holds unconditional (input z) generators and this run trains "
+            f"class-conditional (input z and a class) ones") in capsys.readouterr().err
+    assert len(client.search_runs([experiment_id])) == before  # refused before any run began
+    # Without --register-as a run goes on under the name plus its mode; the same mode keeps the name.
+    dataset_hash = registry["runs"]["first"].data.params["data.dataset_hash"]
+    assert {v.tags["conditional"] for v in client.search_model_versions(f"name = '{NAME}'")} == {"false"}
+    source = "folder:/data/registry-test"  # whose default name is NAME
+    def named(conditional: bool) -> str:
+        return registry_module.choose_name(registry["url"], "", source, dataset_hash, conditional)
+
+    assert named(True) == f"{NAME}-conditional" and named(False) == NAME
 
 
 def test_the_champion_loads_and_predicts_where_this_package_cannot_be_imported(registry, tmp_path):

@@ -33,7 +33,7 @@ def check_inputs(config: TrainConfig) -> tuple[Manifest, dict[str, str]]:
         if config.strict:
             raise ManifestError(f"{problem}; index them at a lower --resolution, or run without --strict")
         _warn(problem + " (--strict refuses them)")
-    if config.conditional and len(manifest.class_names) < 2:
+    if config.conditional is True and len(manifest.class_names) < 2:
         raise ConfigError(f"--conditional needs labelled shards; {config.shards} has {len(manifest.class_names)} "
                           f"class ({', '.join(manifest.class_names)}): drop --conditional, or build the shards from "
                           f"a folder with one sub-folder per class (or index them with --labels)")
@@ -42,13 +42,16 @@ def check_inputs(config: TrainConfig) -> tuple[Manifest, dict[str, str]]:
     facts = {}
     if config.tracking and config.register:  # before the classifier trains: a refused name fails in a second
         facts["registry.name"] = registry.choose_name(config.tracking_uri, config.register_as, manifest.source,
-                                                      manifest.dataset_hash)
+                                                      manifest.dataset_hash,
+                                                      config.is_conditional(len(manifest.class_names)))
     facts.update(check_class_mix(config, manifest))
     policy = parse_policy(config.diffaugment, manifest.channels)
     facts["augment.policy"] = ",".join(policy) or "off"  # what --diffaugment (e.g. auto) means on these shards
     if not policy and manifest.sample_count("train") < SMALL_SET_IMAGES:
         _warn(f"{manifest.sample_count('train')} training images: a discriminator overfits a set this small; "
               f"consider --diffaugment auto (Zhao et al. 2020; docs/quality.md)")
+    # what --conditional (unset: auto) means on these shards, recorded in place of the flag's own value
+    facts["conditional"] = str(config.is_conditional(len(manifest.class_names)))
     return manifest, {**facts, "data.dataset_hash": manifest.dataset_hash, "data.source": manifest.source,
                       "data.train_samples": str(manifest.sample_count("train")),
                       "data.channels": str(manifest.channels),

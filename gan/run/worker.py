@@ -197,8 +197,9 @@ def _build_state(config: TrainConfig, manifest: Manifest, rank: int, world_size:
                  device: torch.device) -> tuple[TrainState, ModelShape]:
     torch.set_num_threads(max(1, int(config.cpus_per_worker)))
     storage.configure(config.s3_endpoint_url)
+    classes = len(manifest.class_names)
     shape = ModelShape(manifest.resolution, manifest.channels, config.latent_dim, config.g_features, config.d_features,
-                       num_classes=len(manifest.class_names) if config.conditional else 0, d_norm=config.d_norm)
+                       num_classes=classes if config.is_conditional(classes) else 0, d_norm=config.d_norm)
     state = TrainState.create(shape, config.lr, config.beta1, config.seed, lr_d=config.lr_d,
                               ema_half_life_kimg=config.ema_half_life_kimg, ema_rampup=config.ema_rampup,
                               augment=parse_policy(config.diffaugment, manifest.channels),

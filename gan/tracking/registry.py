@@ -210,26 +210,47 @@ def champion(client: MlflowClient, name: str):
         return None
 
 
-def choose_name(tracking_uri: str, register_as: str, source: str, dataset_hash: str) -> str:
+def choose_name(tracking_uri: str, register_as: str, source: str, dataset_hash: str, conditional: bool = False) -> str:
     """The registered model a run's best generator joins: `register_as`, else `default_name(source)`. A name
-    already holding another shard set's generators is refused when given (ConfigError: fid_domain across data sets
-    does not compare); the default name then adds the shards' hash."""
+    already holding another shard set's generators, or generators of the other mode (conditional ones take a class,
+    so the champion's callers would break), is refused when given (ConfigError); the default name then adds the
+    mode (-conditional, -unconditional) or the shards' hash."""
     name = register_as or default_name(source)
-    conflict = registry_conflict(tracking_uri, name, dataset_hash)
+    conflict = registry_conflict(tracking_uri, name, dataset_hash, conditional)
     if conflict and register_as:
         raise ConfigError(f"--register-as {conflict}")
-    return f"{name}-{dataset_hash[:8]}" if conflict else name
+    if not conflict:
+        return name
+    mode, data = "conditional" if conditional else "unconditional", dataset_hash[:8]
+    other_data = _champion_tag(tracking_uri, name, "dataset_hash") not in (None, dataset_hash)
+    candidates = [f"{name}-{data}" if other_data else f"{name}-{mode}", f"{name}-{data}-{mode}"]
+    return next((c for c in candidates if not registry_conflict(tracking_uri, c, dataset_hash, conditional)),
+                candidates[-1])
 
 
-def registry_conflict(tracking_uri: str, name: str, dataset_hash: str) -> str:
-    """Why `name` cannot take this run's generator ('' if it can): its champion was trained on other shards, and
-    fid_domain on different data is not comparable."""
+def _champion_tag(tracking_uri: str, name: str, tag: str) -> str | None:
     current = champion(MlflowClient(tracking_uri), name)
-    theirs = current.tags.get("dataset_hash") if current else None
+    return current.tags.get(tag) if current else None
+
+
+def registry_conflict(tracking_uri: str, name: str, dataset_hash: str, conditional: bool = False) -> str:
+    """Why `name` cannot take this run's generator ('' if it can): its champion was trained on other shards, and
+    fid_domain on different data is not comparable; or it is of the other mode (versions registered before the mode
+    was tagged are taken as either)."""
+    theirs = _champion_tag(tracking_uri, name, "dataset_hash")
     if theirs and theirs != dataset_hash:
         return (f"registered model {name!r} holds generators of shard set {theirs}, these shards are {dataset_hash}: "
                 f"pass another --register-as (or --no-register)")
+    their_mode = _champion_tag(tracking_uri, name, "conditional")
+    if their_mode and their_mode != str(conditional).lower():
+        return (f"registered model {name!r} holds {_mode(their_mode == 'true')} generators and this run trains "
+                f"{_mode(conditional)} ones, which its champion's callers could not use: pass another --register-as "
+                f"(or --no-register)")
     return ""
+
+
+def _mode(conditional: bool) -> str:
+    return "class-conditional (input z and a class)" if conditional else "unconditional (input z)"
 
 
 @dataclass(frozen=True)
@@ -255,9 +276,10 @@ class Registration:
                 f"the same shards)")
 
 
-def register_best(tracking_uri: str, run_id: str, name: str, dataset_hash: str) -> Registration | None:
+def register_best(tracking_uri: str, run_id: str, name: str, dataset_hash: str,
+                  conditional: bool = False) -> Registration | None:
     """Register the run's best generator as a new version of `name`; move `champion` to it only if it beats the
-    current champion's fid_domain on the same shard set. None when the run logged no generator."""
+    current champion's fid_domain on the same shard set, in the same mode. None when the run logged no generator."""
     client = MlflowClient(tracking_uri)
     models = run_models(client, run_id)
     if not models:
@@ -266,11 +288,13 @@ def register_best(tracking_uri: str, run_id: str, name: str, dataset_hash: str) 
     fid = model_metric(best, RANK_METRIC)
     measured = {key.split("/")[-1]: model_metric(best, key) for key in VERSION_METRICS}
     tags = {"run_id": run_id, "model_id": best.model_id, "dataset_hash": dataset_hash,
+            "conditional": str(conditional).lower(),
             "step": best.tags.get("step", ""), "epoch": best.tags.get("epoch", ""),
             **{name: f"{value:.6g}" for name, value in measured.items() if math.isfinite(value)}}
     try:
-        client.create_registered_model(name, description="DCGAN generators (dcgan-ray). Input: latent vectors z; "
-                                                         "output: images in [-1, 1]. Alias champion = the best.")
+        client.create_registered_model(name, description="DCGAN generators (dcgan-ray). Input: latent vectors z "
+                                                         "(conditional: and a class); output: images in [-1, 1]. "
+                                                         "Alias champion = the best.")
     except MlflowException as error:
         if error.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
@@ -279,7 +303,8 @@ def register_best(tracking_uri: str, run_id: str, name: str, dataset_hash: str) 
                                               model_id=best.model_id)
     current = champion(client, name)
     current_fid = float(current.tags.get("fid_domain", "inf")) if current else math.inf
-    same_data = current is None or current.tags.get("dataset_hash") == dataset_hash
+    same_data = current is None or (current.tags.get("dataset_hash") == dataset_hash
+                                    and current.tags.get("conditional", tags["conditional"]) == tags["conditional"])
     if same_data and fid < current_fid:
         client.set_registered_model_alias(name, CHAMPION, version.version)
         current, current_fid = version, fid
@@ -293,7 +318,8 @@ def report_registration(job: str, tracking_uri: str, run_id: str, data_facts: di
 
     name = data_facts["registry.name"]
     try:
-        registration = register_best(tracking_uri, run_id, name, data_facts["data.dataset_hash"])
+        registration = register_best(tracking_uri, run_id, name, data_facts["data.dataset_hash"],
+                                     data_facts.get("conditional") == "True")
     except Exception as error:  # noqa: BLE001 - the run's generators are logged; only the registry entry is missing
         print(f"{job}: could not register the best generator as {name!r} ({type(error).__name__}: {error}); it is "
               f"logged in run {run_id}: register it from the run's Models tab", file=sys.stderr, flush=True)
