@@ -14,6 +14,9 @@ from gan.config_fields import (  # noqa: F401 - jobs read these here
 from gan.search_axes import DEFAULT_SEARCH, Distribution, parse_search
 from gan.shards.image_codec import IMAGE_FORMATS
 
+# A conditional G without it covered less of each class than real digits do (recall 0.79 at 120 kimg on MNIST, the
+# fake samples' k-NN radii 10% below the real ones'); docs/quality.md, "The default, chosen"
+CONDITIONAL_MODE_SEEKING = 0.5
 DEFAULT_KIMG = 120.0  # the default run's length: two MNIST epochs, about 5 minutes on 2 CPU cores
 
 
@@ -49,9 +52,10 @@ class TrainConfig:
     latent_dim: int = option(100, "Length of the generator's noise vector z.", min=1, max=4096)
     g_features: int = option(32, "Generator width: channels of its last hidden layer.", min=1, max=1024)
     d_features: int = option(32, "Discriminator width: channels of its first layer.", min=1, max=1024)
-    # lr 8e-4, four times the paper's: a default run is step-limited, and on MNIST at 120 kimg 8e-4 ended at
-    # fid_domain 8.9 / 9.2 (seeds 0 / 1), 4e-4 at 17.3 / 20.5, 2e-4 at 35.6 (docs/quality.md, "Quality against compute")
-    lr: float = option(8e-4, "Adam learning rate of G, and of D unless --lr-d.", gt=0.0, max=1.0)
+    # lr 1.6e-3, eight times the paper's: a default run is step-limited. On MNIST at 120 kimg, unconditional, 2e-4
+    # ended at fid_domain 35.6, 4e-4 at 17-21, 8e-4 at 9-11, 1.6e-3 at 6.9; conditional, 8e-4 at 3.7 and 1.6e-3 at 2.3
+    # (docs/quality.md, "Quality against compute" and "The default, chosen")
+    lr: float = option(1.6e-3, "Adam learning rate of G, and of D unless --lr-d.", gt=0.0, max=1.0)
     lr_d: float = option(0.0, "Adam learning rate of D (0 = --lr); another one is TTUR, e.g. --lr 1e-4 --lr-d 4e-4.",
                          min=0.0, max=1.0)
     beta1: float = option(0.5, "Adam beta1 (0.5 per the DCGAN paper).", min=0.0, lt=1.0)
@@ -63,8 +67,10 @@ class TrainConfig:
                                   "0 = off.", min=0.0, max=1e4)
     r1_every: int = option(16, "Steps between two R1 penalties, each scaled by it (lazy R1, StyleGAN2).", min=1,
                            max=10_000)
-    mode_seeking: float = option(0.0, "Weight of the mode-seeking term on G (MSGAN, Mao et al. 2019), which pushes "
-                                      "G to give different images for different z; 0 = off.", min=0.0, max=100.0)
+    mode_seeking: float | None = option(None, "Weight of the mode-seeking term on G (MSGAN, Mao et al. 2019), which "
+                                              "pushes G to give different images for different z; 0 = off. Unset "
+                                              f"(auto): {CONDITIONAL_MODE_SEEKING:g} for conditional networks, else "
+                                              "0.", min=0.0, max=100.0)
     # auto: labelled sets train class-conditional, which alone reached the default's targets at 120 kimg on MNIST
     # (docs/quality.md, "The default, chosen"); a set without labels has no other mode
     conditional: bool | None = option(None, "Class-conditional G and D (class embedding; projection discriminator, "
@@ -124,6 +130,12 @@ class TrainConfig:
         """Whether the networks take a class, on shards with `class_count` classes: --conditional or
         --no-conditional as given, else (auto) when there are classes to take."""
         return self.conditional if self.conditional is not None else class_count >= 2
+
+    def mode_seeking_weight(self, conditional: bool) -> float:
+        """--mode-seeking as given, else (auto) CONDITIONAL_MODE_SEEKING for conditional networks and 0 otherwise."""
+        if self.mode_seeking is not None:
+            return self.mode_seeking
+        return CONDITIONAL_MODE_SEEKING if conditional else 0.0
 
     @property
     def elastic(self) -> bool:

@@ -74,6 +74,8 @@ def validate(config: Any) -> Any:
     for f in dataclasses.fields(config):
         value, meta = getattr(config, f.name), f.metadata
         name = flag_name(f.name)
+        if value is None and f.default is None:  # unset: the job decides (auto), nothing to range-check
+            continue
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"{name}={value} must be a finite number")
         problems = []
@@ -105,7 +107,7 @@ def parse(cls: type, argv: Sequence[str] | None = None, description: str = "") -
                                 help=f"{help_text} (default: {'auto' if f.default is None else f.default})")
         else:
             parser.add_argument(flag_name(f.name), dest=f.name, default=None, metavar=f.name.rstrip("_").upper(),
-                                help=f"{help_text} (default: {f.default})")
+                                help=f"{help_text} (default: {'auto' if f.default is None else f.default})")
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         raise ConfigError(_unknown_flags(unknown, [flag_name(f.name) for f in dataclasses.fields(cls)]))

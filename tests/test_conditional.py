@@ -107,6 +107,10 @@ def test_unset_conditional_means_conditional_on_labelled_shards_and_unconditiona
     assert check_inputs(TrainConfig(shards=labelled, tracking=False))[1]["conditional"] == "True"
     assert check_inputs(TrainConfig(shards=unlabelled, tracking=False))[1]["conditional"] == "False"
     assert check_inputs(TrainConfig(shards=labelled, conditional=False, tracking=False))[1]["conditional"] == "False"
+    # Mode seeking, unset, follows the mode; given, it holds in either.
+    assert check_inputs(TrainConfig(shards=labelled, tracking=False))[1]["mode_seeking"] == "0.5"
+    assert check_inputs(TrainConfig(shards=unlabelled, tracking=False))[1]["mode_seeking"] == "0.0"
+    assert check_inputs(TrainConfig(shards=unlabelled, mode_seeking=1.0, tracking=False))[1]["mode_seeking"] == "1.0"
     assert [default.is_conditional(classes) for classes in (0, 1, 2, 10)] == [False, False, True, True]
     assert not parse(TrainConfig, ["--no-conditional"]).is_conditional(10)
     assert parse(TrainConfig, ["--conditional"]).conditional is True

@@ -1,10 +1,11 @@
-"""The GAN objective's options: hinge loss, spectral norm in D, lazy R1; each what its paper defines, and a step
+"""The GAN objective's options: hinge loss, spectral norm in D, lazy R1, mode seeking; each what its paper defines,
+and a step
 under DDP whose double backward still leaves both ranks with the same weights."""
 import pytest
 import torch
 from torch import nn
 
-from gan.training.losses import Objective, fake_loss, generator_loss, r1_penalty, real_loss
+from gan.training.losses import Objective, fake_loss, generator_loss, mode_seeking_term, r1_penalty, real_loss
 from gan.training.models import Discriminator, ModelShape
 from gan.training.state import TrainState
 from gan.training.step import STEP_STATS, step_stats, train_step
@@ -89,3 +90,27 @@ def test_r1s_double_backward_under_ddp_leaves_both_ranks_with_the_same_discrimin
     assert len(weights) == 4
     for key in weights:  # gradients were all-reduced: the same update on both ranks from different batches
         assert torch.allclose(ranks[0][key], ranks[1][key], atol=1e-6), key
+
+
+def test_mode_seeking_is_its_weight_over_the_image_to_latent_distance_ratio_of_the_two_halves():
+    noise = torch.tensor([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0], [3.0, -1.0]])  # pairs (0, 2), (1, 3): mean |dz| 2
+    fake = torch.zeros(4, 1, 2, 2)
+    fake[2:] = 0.5  # mean |dG| 0.5: ratio 0.25
+    assert mode_seeking_term(fake, noise, 2.0).item() == pytest.approx(2.0 / (0.25 + 1e-5))
+    collapsed = mode_seeking_term(torch.zeros(4, 1, 2, 2), noise, 2.0).item()  # one image for every z
+    assert collapsed == pytest.approx(2.0 / 1e-5)
+
+
+def test_a_conditional_step_with_mode_seeking_pairs_each_fake_with_one_of_the_same_class(monkeypatch):
+    shape = ModelShape(32, 1, latent_dim=8, g_features=4, d_features=8, num_classes=10)
+    state = TrainState.create(shape, 2e-4, 0.5, seed=0, objective=Objective(mode_seeking=1.0))
+    drawn = []
+    forward = type(state.generator).forward
+    monkeypatch.setattr(type(state.generator), "forward", lambda self, z, classes=None: (
+        drawn.append(classes.clone()), forward(self, z, classes))[1])
+    real_classes = torch.tensor([3, 1, 4, 1, 5, 9, 2])  # odd: the last fake takes a class of its own half
+    stats = dict(zip(step_stats(state.objective), train_step(state, torch.rand(7, 1, 32, 32) * 2 - 1,
+                                                             classes=real_classes).tolist()))
+    (classes,) = drawn
+    assert classes[:3].tolist() == classes[3:6].tolist() == [3, 1, 4] and classes[6] in real_classes
+    assert stats["loss/mode_seeking"] > 0 and step_stats(Objective())[-1] != "loss/mode_seeking"

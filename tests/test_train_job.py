@@ -59,7 +59,8 @@ def test_two_worker_run_is_tracked_in_mlflow(trained):
     (run,) = _run(client)
     assert run.info.status == "FINISHED"
     assert EXPECTED_METRICS <= set(run.data.metrics)
-    assert run.data.params["lr"] == "0.0008" and run.data.params["num_workers"] == "2"
+    assert run.data.params["lr"] == "0.0016" and run.data.params["num_workers"] == "2"
+    assert run.data.params["conditional"] == "True" and run.data.params["mode_seeking"] == "0.5"  # auto, digits
     assert run.data.params["data.image_format"] == "npy"  # make_shards' default
     assert float(run.data.params["quality.classifier_test_accuracy"]) > 0.9
     # The memorisation share is measured once, at the end; the floor beside every quality measurement.

@@ -50,8 +50,9 @@ def check_inputs(config: TrainConfig) -> tuple[Manifest, dict[str, str]]:
     if not policy and manifest.sample_count("train") < SMALL_SET_IMAGES:
         _warn(f"{manifest.sample_count('train')} training images: a discriminator overfits a set this small; "
               f"consider --diffaugment auto (Zhao et al. 2020; docs/quality.md)")
-    # what --conditional (unset: auto) means on these shards, recorded in place of the flag's own value
-    facts["conditional"] = str(config.is_conditional(len(manifest.class_names)))
+    # what --conditional and --mode-seeking (unset: auto) mean on these shards, recorded in place of the flags' values
+    conditional = config.is_conditional(len(manifest.class_names))
+    facts.update(conditional=str(conditional), mode_seeking=str(config.mode_seeking_weight(conditional)))
     return manifest, {**facts, "data.dataset_hash": manifest.dataset_hash, "data.source": manifest.source,
                       "data.train_samples": str(manifest.sample_count("train")),
                       "data.channels": str(manifest.channels),

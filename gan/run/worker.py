@@ -205,7 +205,7 @@ def _build_state(config: TrainConfig, manifest: Manifest, rank: int, world_size:
                               augment=parse_policy(config.diffaugment, manifest.channels),
                               images_per_step=config.batch_size * config.num_workers,
                               objective=Objective(config.loss, config.r1_gamma, config.r1_every,
-                                                  config.mode_seeking))
+                                                  config.mode_seeking_weight(shape.num_classes > 0)))
     state.loss_weight = share_weight(rank, world_size, config.num_workers)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     state.generator = prepare_model(state.generator.to(memory_format=memory_format))
