@@ -39,20 +39,18 @@ def check_inputs(config: TrainConfig) -> tuple[Manifest, dict[str, str]]:
                           f"a folder with one sub-folder per class (or index them with --labels)")
     plan = plan_epoch(manifest.shards("train"), config.num_workers, config.batch_size, 0, config.seed,
                       config.steps_per_epoch)
-    facts = {}
+    # what --conditional and --mode-seeking (unset: auto) mean on these shards, recorded in place of the flags' values
+    conditional = config.is_conditional(len(manifest.class_names))
+    facts = {"conditional": str(conditional), "mode_seeking": str(config.mode_seeking_weight(conditional))}
     if config.tracking and config.register:  # before the classifier trains: a refused name fails in a second
         facts["registry.name"] = registry.choose_name(config.tracking_uri, config.register_as, manifest.source,
-                                                      manifest.dataset_hash,
-                                                      config.is_conditional(len(manifest.class_names)))
+                                                      manifest.dataset_hash, conditional)
     facts.update(check_class_mix(config, manifest))
     policy = parse_policy(config.diffaugment, manifest.channels)
     facts["augment.policy"] = ",".join(policy) or "off"  # what --diffaugment (e.g. auto) means on these shards
     if not policy and manifest.sample_count("train") < SMALL_SET_IMAGES:
         _warn(f"{manifest.sample_count('train')} training images: a discriminator overfits a set this small; "
               f"consider --diffaugment auto (Zhao et al. 2020; docs/quality.md)")
-    # what --conditional and --mode-seeking (unset: auto) mean on these shards, recorded in place of the flags' values
-    conditional = config.is_conditional(len(manifest.class_names))
-    facts.update(conditional=str(conditional), mode_seeking=str(config.mode_seeking_weight(conditional)))
     return manifest, {**facts, "data.dataset_hash": manifest.dataset_hash, "data.source": manifest.source,
                       "data.train_samples": str(manifest.sample_count("train")),
                       "data.channels": str(manifest.channels),

@@ -33,7 +33,7 @@ def train_step(state: TrainState, real: torch.Tensor, bf16: bool = False,
                classes: torch.Tensor | None = None) -> torch.Tensor:
     """Update D on real and G(z), then G through D; return the values named by step_stats(state.objective). With
     `classes` (the real images' labels; conditional networks) G draws the same classes, so fakes follow the data's
-    class mix.
+    class mix; with mode seeking on, the first half's classes twice, so each pair (i, half + i) shares one.
 
     With bf16 the forward passes run under autocast; the losses are taken in float32 (BCE on bf16 logits would
     round D(x) near 0 and 1, exactly where the GAN's gradients live)."""
