@@ -20,7 +20,7 @@ from gan.shards.foreign import fit_image
 from gan.shards.index import IndexingError, build_index
 from gan.shards.manifest import read_manifest
 from gan.shards.reader import DataError, DataHealth, ReadPolicy
-from gan.shards.sources import load_digits
+from gan.shards.sources import _to_array, load_digits
 from jobs import make_shards
 from tests.helpers import BUCKET, REPO, clean_env, metric_values
 
@@ -98,6 +98,21 @@ def test_a_large_jpeg_is_decoded_reduced_and_fitted_like_a_full_decode():
     # Decoding at a quarter of the size (libjpeg's DCT scaling) changes pixels by a few grey levels, not the image.
     assert np.abs(fitted.transpose(1, 2, 0).astype(int) - np.asarray(full, int)).mean() < 6
     assert fit_image(body, 32, 1).shape == (1, 32, 32)
+
+
+def test_an_image_a_little_smaller_than_the_side_is_padded_at_its_own_scale_and_a_much_smaller_one_upscaled():
+    digit = np.zeros((28, 30), np.uint8)  # an MNIST-sized digit on black, one column wider: the centre square is cut
+    digit[6:22, 10:19] = 255
+    square = digit[:, 1:29]
+    indexed = fit_image(_encoded(digit[..., None], "PNG"), 32, 1)[0]  # what the loader does with indexed shards
+    folder = _to_array(Image.fromarray(digit), 32, 1)[..., 0]  # what make_shards --from-folder writes
+    for fitted in (indexed, folder):
+        assert fitted.shape == (32, 32) and np.array_equal(fitted[2:30, 2:30], square)  # not resampled
+        assert not fitted[:2].any() and not fitted[:, 30:].any()  # the border repeats the black edge
+    tiny = np.zeros((8, 8), np.uint8)
+    tiny[2:6, 3:5] = 255
+    upscaled = fit_image(_encoded(tiny[..., None], "PNG"), 32, 1)[0]  # 8 of 32 px: a picture, not a dot in a frame
+    assert (upscaled > 128).sum() > 8 * 12  # its 8 lit pixels, each scaled 4 x 4 (minus the resampled edges)
 
 
 # --- bad foreign data: named errors -------------------------------------------------------------------------------

@@ -196,7 +196,7 @@ def index_warnings(manifest: Manifest, seed: int = 0) -> list[str]:
     warnings = []
     if manifest.small_images:
         warnings.append(f"{manifest.small_images} images are smaller than {manifest.resolution} px and will be "
-                        f"upscaled when loaded (--strict refuses them)")
+                        f"upscaled when loaded, or padded if at least 3/4 of it (--strict refuses them)")
     held = holdout_mix(manifest.shards("train"), manifest.splits.get("holdout", []), seed)
     if held is not None and held.skewed:
         warnings.append(f"{held.describe()}; name shards that hold every class with --holdout")
