@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
 
     start_or_join()
     train = TrainConfig(**{f.name: getattr(config, f.name) for f in dataclasses.fields(TrainConfig)})
+    # Every trial trains, and its run records, the mode the sweep's checks decided on these shards (auto unless given).
+    conditional = facts["conditional"] == "True"
+    train = dataclasses.replace(train, conditional=conditional, mode_seeking=train.mode_seeking_weight(conditional))
     parent = open_parent_run(config, facts) if config.tracking else None
     tuner = restore_tuner(config, train) if config.resume else None
     if config.resume and tuner is None:

@@ -42,6 +42,10 @@ def test_every_trial_is_a_child_run_with_its_own_settings_and_series(swept):
     for child in children:
         assert client.get_metric_history(child.info.run_id, "quality/fid_domain")
         assert client.get_metric_history(child.info.run_id, "loss/G")
+        # The digits are labelled: the parent's checks decided conditional (auto), and every trial records what it took.
+        assert (child.data.params["conditional"], child.data.params["mode_seeking"]) == ("True", "0.5")
+        assert client.get_metric_history(child.info.run_id, "loss/mode_seeking")
+    assert parent.data.params["conditional"] == "True"
     assert "Ray Tune sweep" in parent.data.tags["mlflow.note.content"]
 
 

@@ -66,9 +66,11 @@ def test_two_worker_run_is_tracked_in_mlflow(trained):
     # The memorisation share is measured once, at the end; the floor beside every quality measurement.
     assert [m.step for m in client.get_metric_history(run.info.run_id, "quality/memorised_share")] == [6]
     assert len(client.get_metric_history(run.info.run_id, "quality/fid_domain_floor")) == 2
-    # The logger thread made calls in both epochs (a grid, metric batches) and cannot have used more than a core.
+    # The logger thread made calls (grids, metric batches) and cannot have used more than a core. A call counts in the
+    # tick in which it finished, so on a loaded machine the first tick's may all land in the second (measured: 0.0,
+    # 0.049 with the whole suite running beside it).
     shares = [m.value for m in client.get_metric_history(run.info.run_id, "perf/tracking_cpu_share")]
-    assert len(shares) == 2 and all(0 < share < 1 for share in shares), shares
+    assert len(shares) == 2 and all(0 <= share < 1 for share in shares) and sum(shares) > 0, shares
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss/G")] == [2, 3, 4, 6]  # every 2 steps and at each epoch end
     images = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
     assert sum(".png" in path for path in images) == 3  # before training, after epoch 1 and 2
