@@ -32,26 +32,27 @@ def image_member(sample: dict) -> tuple[str, bytes]:
 
 # An image a little smaller than the training side (at least this share of it: 28 px digits at 32) is padded out by
 # repeating its edge pixels instead of being upscaled; on a plain background that is the packaged MNIST's own zero
-# padding. Upscaled, MNIST's 28 px digits trained to 2.75x their floor, padded to 1.6x (docs/quality.md, "The default,
-# chosen"). Further below the side (the 8 px digits) padding would leave a small picture in a wide frame: upscaled.
+# padding. Upscaled, MNIST's 28 px digits trained to 2.75x their floor, padded to 1.71x (docs/quality.md, "The
+# default, chosen"). Further below the side (the 8 px digits) padding would leave a small picture in a wide frame.
 PAD_SHORTFALL = 0.75
 
 
-def pads_to(side: int, resolution: int) -> bool:
-    """Whether a square of `side` px reaches `resolution` by padding its edges rather than by resizing."""
-    return PAD_SHORTFALL * resolution <= side < resolution
-
-
-def pad_edges(array: np.ndarray, resolution: int) -> np.ndarray:
-    """(side, side, C) -> (resolution, resolution, C), centred, the new border repeating the edge pixels."""
-    before = (resolution - array.shape[0]) // 2
-    after = resolution - array.shape[0] - before
-    return np.pad(array, ((before, after), (before, after), (0, 0)), mode="edge")
+def padded_centre_square(image: Image.Image, resolution: int, channels: int) -> np.ndarray | None:
+    """The image's centre square as (resolution, resolution, channels) uint8, its new border repeating the edge
+    pixels, when that square is a little smaller than `resolution` (PAD_SHORTFALL); None when it must be resized.
+    `image` is already grey or RGB."""
+    side = min(image.size)
+    if not PAD_SHORTFALL * resolution <= side < resolution:
+        return None
+    left, top = (image.width - side) // 2, (image.height - side) // 2
+    square = np.asarray(image.crop((left, top, left + side, top + side)), dtype=np.uint8).reshape(side, side, channels)
+    before = (resolution - side) // 2
+    return np.pad(square, ((before, resolution - side - before),) * 2 + ((0, 0),), mode="edge")
 
 
 def fit_image(body: bytes, resolution: int, channels: int) -> np.ndarray:
     """Image bytes -> (channels, resolution, resolution) uint8: grey or RGB, the centre square scaled to size (or,
-    a little smaller than it, padded: `pads_to`).
+    a little smaller than it, padded: `padded_centre_square`).
 
     A JPEG is decoded at the smallest power-of-two reduction that still covers the target (`draft`, libjpeg's DCT
     scaling), which at 256 -> 64 px does a quarter of the decoding work (bench/loader.py measures it)."""
@@ -61,11 +62,11 @@ def fit_image(body: bytes, resolution: int, channels: int) -> np.ndarray:
         image = image.convert(mode)
         side = min(image.size)
         left, top = (image.width - side) // 2, (image.height - side) // 2
-        box = (left, top, left + side, top + side)
-        if pads_to(side, resolution):
-            square = np.asarray(image.crop(box), dtype=np.uint8).reshape(side, side, channels)
-            return np.ascontiguousarray(pad_edges(square, resolution).transpose(2, 0, 1))
-        image = image.resize((resolution, resolution), Image.Resampling.BICUBIC, box=box, reducing_gap=2.0)
+        padded = padded_centre_square(image, resolution, channels)
+        if padded is not None:
+            return np.ascontiguousarray(padded.transpose(2, 0, 1))
+        image = image.resize((resolution, resolution), Image.Resampling.BICUBIC,
+                             box=(left, top, left + side, top + side), reducing_gap=2.0)
         array = np.asarray(image, dtype=np.uint8)
     return np.ascontiguousarray(array.reshape(resolution, resolution, channels).transpose(2, 0, 1))
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from gan.shards.foreign import pad_edges, pads_to
+from gan.shards.foreign import padded_centre_square
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
@@ -75,13 +75,11 @@ def stratified_choice(labels: np.ndarray, count: int, rng: np.random.Generator) 
 
 def _to_array(image: Image.Image, resolution: int, channels: int) -> np.ndarray:
     """Resize the shorter side to `resolution`, center-crop the square, convert to grey or RGB; a square a little
-    smaller than `resolution` is padded instead (gan/shards/foreign.py `pads_to`)."""
+    smaller than `resolution` is padded instead (gan/shards/foreign.py `padded_centre_square`)."""
     image = image.convert("L" if channels == 1 else "RGB")
-    side = min(image.size)
-    if pads_to(side, resolution):
-        left, top = (image.width - side) // 2, (image.height - side) // 2
-        square = np.asarray(image.crop((left, top, left + side, top + side)), dtype=np.uint8)
-        return pad_edges(square.reshape(side, side, channels), resolution)
+    padded = padded_centre_square(image, resolution, channels)
+    if padded is not None:
+        return padded
     scale = resolution / min(image.size)
     width, height = max(resolution, round(image.width * scale)), max(resolution, round(image.height * scale))
     image = image.resize((width, height), Image.Resampling.BICUBIC)
