@@ -45,15 +45,16 @@ def fid_of_model(uri: str, tracking_uri: str, shards: Path, samples: int, seed: 
     import torch
 
     from gan.metrics.classifier import load_reference, reference_location
-    from gan.metrics.quality import conditioning_classes, quality_of_images
+    from gan.metrics.quality import measured_noise, quality_of_draws
     from gan.shards.manifest import read_manifest
     from gan.tracking.sampling import load
 
     sampler = load(uri, tracking_uri)
     reference = load_reference(reference_location(str(shards), read_manifest(str(shards))))
-    noise = torch.randn(samples, sampler.latent_dim, generator=torch.Generator().manual_seed(seed))
-    classes = conditioning_classes(reference, samples, seed) if sampler.num_classes else None
-    return quality_of_images(reference, sampler(noise, classes))["quality/fid_domain"]
+    noise, classes = measured_noise(reference, sampler.latent_dim, samples, seed, sampler.num_classes > 0)
+    with torch.no_grad():
+        features = reference.classifier().features(sampler(noise, classes).float())
+    return quality_of_draws(reference, features, samples)["quality/fid_domain"]
 
 
 def logged_models(tracking_uri: str, run_id: str) -> list:

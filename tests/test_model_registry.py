@@ -80,6 +80,15 @@ def test_champion_moves_only_to_a_better_generator_on_the_same_shards(registry):
     assert champions["better"].tags["dataset_hash"] == runs["better"].data.params["data.dataset_hash"]
 
 
+def test_registering_leaves_this_process_without_a_global_tracking_uri(registry):
+    """train.main ran in this process three times, each registering through MLflow's global tracking URI. Left set to
+    MLflow's default, it pointed later calls, and subprocesses through MLFLOW_TRACKING_URI, at an mlflow.db in the
+    working directory: one ended up committed."""
+    import mlflow
+
+    assert not mlflow.is_tracking_uri_set()
+
+
 def test_a_name_holding_another_shard_set_is_refused_before_training(registry, tmp_path, capsys):
     other = tmp_path / "other"
     write_shards(load_digits(32, 1), str(other), samples_per_shard=300, holdout_fraction=0.1, seed=1)
@@ -189,7 +198,10 @@ def test_mlflow_models_serve_answers_invocations_with_images(registry, tmp_path)
     import mlflow
 
     mlflow.set_tracking_uri(registry["url"])
-    local = mlflow.pyfunc.load_model(f"models:/{NAME}@{CHAMPION}").predict(z)
+    try:
+        local = mlflow.pyfunc.load_model(f"models:/{NAME}@{CHAMPION}").predict(z)
+    finally:
+        mlflow.set_tracking_uri(None)  # the later tests' subprocesses would inherit it as MLFLOW_TRACKING_URI
     np.testing.assert_allclose(images, local, atol=1e-5)  # the server answers what the model computes
 
 

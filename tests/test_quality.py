@@ -6,12 +6,13 @@ import pytest
 import torch
 
 from gan.metrics.classifier import ensure_reference, load_split
-from gan.metrics.quality import (FLOOR_DRAWS, evaluate_generator, floor, frechet_distance, kernel_inception_distance,
-                                 memorised_share, precision_recall, quality_of_features, quality_of_images)
+from gan.metrics.quality import (FLOOR_DRAWS, evaluate_generator, floor, frechet_distance, generate,
+                                 kernel_inception_distance, measured_noise, measurement_draws, memorised_share,
+                                 precision_recall, quality_of_features, quality_of_images)
 from gan.shards.batches import normalise, plan_epoch, rank_batches
 from gan.shards.manifest import read_manifest
 from gan.shards.sources import stratified_choice
-from gan.training.models import ModelShape
+from gan.training.models import ModelShape, build_models
 from gan.training.state import TrainState
 from gan.training.step import train_step
 
@@ -131,6 +132,27 @@ def test_the_floor_is_measured_at_the_generated_sample_count(reference):
     assert np.all((taken == np.floor(share)) | (taken == np.ceil(share))) and taken.sum() == 100
     # More than the holdout holds (180 digits): measured on all of it, and the count says so.
     assert floor(reference, 1000)["quality/floor_samples"] == len(reference.holdout_features) == 180
+
+
+def test_a_measurement_averages_as_many_samples_of_generated_images_as_the_floor(reference):
+    torch.manual_seed(0)
+    generator, _ = build_models(ModelShape(32, 1, latent_dim=64, g_features=8, num_classes=10))
+    measured = evaluate_generator(generator, reference, 64, 100, seed=3, conditional=True)
+    noise, classes = measured_noise(reference, 64, 100, seed=3, conditional=True)
+    assert len(noise) == len(classes) == 100 * FLOOR_DRAWS
+    draws = [quality_of_images(reference, generate(generator, 64, 100, classes=c, noise=z))
+             for z, c in zip(noise.split(100), classes.split(100))]
+    assert len({round(draw["quality/fid_domain"], 9) for draw in draws}) == FLOOR_DRAWS  # five different samples
+    for name in ("quality/fid_domain", "quality/precision", "quality/recall", "quality/kid"):
+        assert measured[name] == pytest.approx(np.mean([draw[name] for draw in draws]), rel=1e-4), name
+    # Each sample draws the holdout's class shares, and the first is what a single-sample measurement drew.
+    share = 100 * np.bincount(reference.holdout_labels.numpy(), minlength=10) / len(reference.holdout_labels)
+    for chunk in classes.split(100):
+        taken = np.bincount(chunk.numpy(), minlength=10)
+        assert np.all((taken == np.floor(share)) | (taken == np.ceil(share)))
+    assert torch.equal(noise[:100], torch.randn(100, 64, generator=torch.Generator().manual_seed(3)))
+    # Large measurements take fewer samples, down to one, so the images generated at once stay within memory.
+    assert measurement_draws(1000) == FLOOR_DRAWS and measurement_draws(20_000) == 2 and measurement_draws(90_000) == 1
 
 
 def test_a_class_sorted_holdout_gives_the_floor_of_a_shuffled_one_not_of_its_first_class(reference):

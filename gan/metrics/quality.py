@@ -92,8 +92,17 @@ def quality_of_features(reference: QualityReference, fake_features: torch.Tensor
 
 
 # The floor is averaged over this many random holdout samples: one sample's floor varies (MNIST, 1,000 images:
-# fid_domain 1.76 +- 0.32 over ten samples), and a ratio to a noisy floor would be noisier still.
+# fid_domain 1.76 +- 0.32 over ten samples), and a ratio to a noisy floor would be noisier still. A generator's
+# measurement averages as many samples of its images, for the same reason: one generator scored over eight samples of
+# 1,000 gave fid_domain 3.15 +- 0.43 and recall 0.83 +- 0.017 (docs/quality.md#measurement-noise), and a run keeps the
+# lowest of its measurements, so single samples favoured lucky draws.
 FLOOR_DRAWS = 5
+MAX_MEASURED_IMAGES = 50_000  # above this, fewer samples per measurement (memory: the images are generated at once)
+
+
+def measurement_draws(samples: int) -> int:
+    """How many samples of `samples` generated images one measurement averages."""
+    return max(1, min(FLOOR_DRAWS, MAX_MEASURED_IMAGES // samples))
 
 
 def floor(reference: QualityReference, samples: int, seed: int = 0) -> dict[str, float]:
@@ -124,11 +133,13 @@ def quality_of_images(reference: QualityReference, images: torch.Tensor) -> dict
 
 @torch.no_grad()
 def generate(generator: torch.nn.Module, latent_dim: int, samples: int, seed: int = 0,
-             classes: torch.Tensor | None = None) -> torch.Tensor:
-    """`samples` images from fixed-seed noise in eval mode (BatchNorm running statistics), so snapshots compare like
-    with like; a conditional generator draws `classes`."""
+             classes: torch.Tensor | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """`samples` images from fixed-seed noise (or the `noise` given) in eval mode (BatchNorm running statistics), so
+    snapshots compare like with like; a conditional generator draws `classes`."""
     device = next(generator.parameters()).device
-    noise = torch.randn(samples, latent_dim, generator=torch.Generator().manual_seed(seed)).to(device)
+    if noise is None:
+        noise = torch.randn(samples, latent_dim, generator=torch.Generator().manual_seed(seed))
+    noise = noise.to(device)
     given = itertools.repeat(()) if classes is None else [(chunk.to(device),) for chunk in classes.split(500)]
     was_training = generator.training
     exported = isinstance(generator, torch.fx.GraphModule)  # a loaded logged model: its mode was fixed at export
@@ -139,6 +150,23 @@ def generate(generator: torch.nn.Module, latent_dim: int, samples: int, seed: in
     finally:
         if not exported:
             generator.train(was_training)
+
+
+def measured_noise(reference: QualityReference, latent_dim: int, samples: int, seed: int = 0,
+                   conditional: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The z (and for a conditional generator the classes) of one measurement: measurement_draws(samples) samples
+    of `samples` in a row, seeded; the first is what a single-sample measurement drew."""
+    draws = measurement_draws(samples)
+    noise = torch.randn(samples * draws, latent_dim, generator=torch.Generator().manual_seed(seed))
+    classes = (torch.cat([conditioning_classes(reference, samples, seed + draw) for draw in range(draws)])
+               if conditional else None)
+    return noise, classes
+
+
+def quality_of_draws(reference: QualityReference, features: torch.Tensor, samples: int) -> dict[str, float]:
+    """quality_of_features averaged over consecutive samples of `samples` generated images' features."""
+    draws = [quality_of_features(reference, chunk) for chunk in features.split(samples)]
+    return {name: float(np.mean([draw[name] for draw in draws])) for name in draws[0]}
 
 
 def conditioning_classes(reference: QualityReference, samples: int, seed: int = 0) -> torch.Tensor:
@@ -153,16 +181,17 @@ def conditioning_classes(reference: QualityReference, samples: int, seed: int = 
 
 def evaluate_generator(generator: torch.nn.Module, reference: QualityReference, latent_dim: int, samples: int,
                        seed: int = 0, memorisation: bool = False, conditional: bool = False) -> dict[str, float]:
-    """Metrics for `samples` generated images, plus the seconds they took as `quality/seconds` (and, with
-    `memorisation`, `quality/memorised_share`). A conditional generator draws the holdout's class mix and is also
-    scored by `quality/class_match`: the share of its images the domain classifier assigns to the class asked for
-    (its floor, `quality/class_match_floor`, is the classifier's accuracy on real held-out images)."""
+    """Metrics of `samples` generated images, averaged over measurement_draws(samples) such samples as the floor
+    is, plus the seconds they took as `quality/seconds` (and, with `memorisation`, `quality/memorised_share`). A
+    conditional generator draws the holdout's class mix and is also scored by `quality/class_match`: the share of its
+    images the domain classifier assigns to the class asked for (its floor, `quality/class_match_floor`, is the
+    classifier's accuracy on real held-out images)."""
     start = time.perf_counter()
-    classes = conditioning_classes(reference, samples, seed) if conditional else None
-    images = generate(generator, latent_dim, samples, seed, classes).float().cpu()
+    noise, classes = measured_noise(reference, latent_dim, samples, seed, conditional)
+    images = generate(generator, latent_dim, len(noise), classes=classes, noise=noise).float().cpu()
     classifier = reference.classifier()
     features = classifier.features(images)
-    metrics = quality_of_features(reference, features)
+    metrics = quality_of_draws(reference, features, samples)
     if classes is not None:  # the classifier's head on the features just computed
         with torch.no_grad():
             predicted = classifier.head(features.float()).argmax(1)

@@ -194,7 +194,9 @@ def default_name(source: str) -> str:
 
 @contextlib.contextmanager
 def _global_tracking_uri(uri: str):
-    previous = mlflow.get_tracking_uri()
+    # Where none was set, None restores that: get_tracking_uri() would answer MLflow's default, sqlite:///mlflow.db,
+    # and setting it back would point the caller's later MLflow calls at an mlflow.db in its working directory.
+    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
     mlflow.set_tracking_uri(uri)
     try:
         yield
