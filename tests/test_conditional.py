@@ -10,7 +10,7 @@ import torch
 from mlflow import MlflowClient
 from PIL import Image
 
-from gan.config import SampleConfig, TrainConfig, parse
+from gan.config import CONDITIONAL_MODE_SEEKING, SampleConfig, TrainConfig, parse
 from gan.config_fields import ConfigError
 from gan.run.preflight import check_inputs
 from gan.tracking.sampling import Sampler, sample_picture
@@ -108,7 +108,8 @@ def test_unset_conditional_means_conditional_on_labelled_shards_and_unconditiona
     assert check_inputs(TrainConfig(shards=unlabelled, tracking=False))[1]["conditional"] == "False"
     assert check_inputs(TrainConfig(shards=labelled, conditional=False, tracking=False))[1]["conditional"] == "False"
     # Mode seeking, unset, follows the mode; given, it holds in either.
-    assert check_inputs(TrainConfig(shards=labelled, tracking=False))[1]["mode_seeking"] == "0.5"
+    auto = check_inputs(TrainConfig(shards=labelled, tracking=False))[1]["mode_seeking"]
+    assert auto == str(CONDITIONAL_MODE_SEEKING) and CONDITIONAL_MODE_SEEKING > 0
     assert check_inputs(TrainConfig(shards=unlabelled, tracking=False))[1]["mode_seeking"] == "0.0"
     assert check_inputs(TrainConfig(shards=unlabelled, mode_seeking=1.0, tracking=False))[1]["mode_seeking"] == "1.0"
     assert [default.is_conditional(classes) for classes in (0, 1, 2, 10)] == [False, False, True, True]

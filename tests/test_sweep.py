@@ -13,7 +13,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from gan.config import TrainConfig, parse
+from gan.config import CONDITIONAL_MODE_SEEKING, TrainConfig, parse
 from gan.run.worker import TrainingDiverged, _log_window
 from gan.sweep.tune import ran_its_length
 from gan.tracking.registry import model_metric
@@ -43,7 +43,8 @@ def test_every_trial_is_a_child_run_with_its_own_settings_and_series(swept):
         assert client.get_metric_history(child.info.run_id, "quality/fid_domain")
         assert client.get_metric_history(child.info.run_id, "loss/G")
         # The digits are labelled: the parent's checks decided conditional (auto), and every trial records what it took.
-        assert (child.data.params["conditional"], child.data.params["mode_seeking"]) == ("True", "0.5")
+        params = child.data.params
+        assert (params["conditional"], params["mode_seeking"]) == ("True", str(CONDITIONAL_MODE_SEEKING))
         assert client.get_metric_history(child.info.run_id, "loss/mode_seeking")
     assert parent.data.params["conditional"] == "True"
     assert "Ray Tune sweep" in parent.data.tags["mlflow.note.content"]
