@@ -49,9 +49,14 @@ def main() -> None:
     args = parser.parse_args()
     from quality_table import SETTINGS  # noqa: PLC0415  (beside this file)
 
-    rows = [row for path in args.results for row in json.loads(path.read_text())["rows"] if "history" in row]
+    rows = [{**row, "file": path.stem} for path in args.results for row in json.loads(path.read_text())["rows"]
+            if "history" in row]
     if not rows:
         raise SystemExit("no row with a measurement history: re-run bench/quality_table.py on the current code")
+    settings = [row["setting"] for row in rows]
+    for row in rows:  # one setting over several files (seeds, weights): each curve is named by its file's tag
+        if settings.count(row["setting"]) > 1:
+            row.setdefault("label", row["file"])
     plot(rows, args.out, {name: text for name, (text, _) in SETTINGS.items()})
     print(f"{len(rows)} curves -> {args.out}")
 

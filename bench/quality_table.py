@@ -34,7 +34,7 @@ AUGMENT = ["--no-conditional", "--diffaugment", "translation,cutout"]
 NO_AUGMENT = ["--no-conditional", "--diffaugment", ""]
 OLD_DEFAULT = [*NO_AUGMENT, "--lr", "2e-4"]
 SETTINGS = {  # name -> (what it is, flags)
-    "default": ("the default flags (since 2026-12-04: conditional on labelled sets, lr 1.6e-3, mode seeking 0.5)", []),
+    "default": ("the default flags (conditional on labelled sets, lr 1.6e-3, mode seeking 0.75 since cb3e845)", []),
     "baseline": ("DCGAN (Radford et al. 2015)", ["--ema-half-life-kimg", "0", *NO_AUGMENT]),
     "ema": ("+ EMA of G", NO_AUGMENT),
     "diffaugment": ("+ DiffAugment", ["--ema-half-life-kimg", "0", *AUGMENT]),
