@@ -36,16 +36,20 @@ LENGTHS = {"first": ["--epochs", "4"], "worse": ["--epochs", "1", "--steps-per-e
 @pytest.fixture(scope="module")
 def registry(digits_shards, local_ray, mlflow_server, tmp_path_factory):
     """Three runs in order, with where the champion alias stood after each."""
+    import mlflow
+
     work = tmp_path_factory.mktemp("registry")
     client = MlflowClient(mlflow_server.url)
     runs, champions = {}, {}
+    mlflow.set_tracking_uri(None)  # MLflow's global URI unset, as in a fresh process (another test may have set it)
     for name, length in LENGTHS.items():
         assert train.main(["--shards", str(digits_shards), "--tracking-uri", mlflow_server.url, "--run-name", name,
                            "--storage-path", str(work / "ray"), *RUN_FLAGS, *length]) == 0
         experiment_id = client.get_experiment_by_name("registry").experiment_id
         (runs[name],) = client.search_runs([experiment_id], f"tags.`ray.run_name` = '{name}'")
         champions[name] = client.get_model_version_by_alias(NAME, CHAMPION)
-    return {"client": client, "url": mlflow_server.url, "runs": runs, "champions": champions, "work": work}
+    return {"client": client, "url": mlflow_server.url, "runs": runs, "champions": champions, "work": work,
+            "global_uri_left_set": mlflow.is_tracking_uri_set()}
 
 
 def test_each_measurement_is_a_logged_model_with_its_metrics_and_the_search_ranks_the_best_first(registry):
@@ -80,13 +84,24 @@ def test_champion_moves_only_to_a_better_generator_on_the_same_shards(registry):
     assert champions["better"].tags["dataset_hash"] == runs["better"].data.params["data.dataset_hash"]
 
 
-def test_registering_leaves_this_process_without_a_global_tracking_uri(registry):
-    """train.main ran in this process three times, each registering through MLflow's global tracking URI. Left set to
-    MLflow's default, it pointed later calls, and subprocesses through MLFLOW_TRACKING_URI, at an mlflow.db in the
-    working directory: one ended up committed."""
+def test_registering_and_loading_leave_mlflows_global_tracking_uri_as_they_found_it(registry):
+    """Both go through MLflow's global tracking URI. Left set, it also sits in MLFLOW_TRACKING_URI, which every later
+    job of the process and every subprocess takes as its default; left at MLflow's own default, that is an mlflow.db
+    in the working directory (one ended up committed)."""
     import mlflow
 
-    assert not mlflow.is_tracking_uri_set()
+    from gan.tracking.sampling import load
+
+    assert registry["global_uri_left_set"] is False  # three runs registered in this process, which started unset
+    mlflow.set_tracking_uri(None)
+    assert load(f"models:/{NAME}@{CHAMPION}", registry["url"]).latent_dim == 64
+    assert not mlflow.is_tracking_uri_set() and "MLFLOW_TRACKING_URI" not in os.environ
+    mlflow.set_tracking_uri("sqlite:///a-callers-own.db")  # a caller's own setting is put back, not cleared
+    try:
+        load(f"models:/{NAME}@{CHAMPION}", registry["url"])
+        assert mlflow.get_tracking_uri() == "sqlite:///a-callers-own.db"
+    finally:
+        mlflow.set_tracking_uri(None)
 
 
 def test_a_name_holding_another_shard_set_is_refused_before_training(registry, tmp_path, capsys):

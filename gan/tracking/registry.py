@@ -31,6 +31,7 @@ from mlflow.models import Model, ModelSignature
 from mlflow.types import Schema, TensorSpec
 
 from gan.config_fields import ConfigError
+from gan.tracking.global_uri import global_tracking_uri
 from gan.training.models import ModelShape, PackedClassInput
 
 log = logging.getLogger(__name__)
@@ -192,18 +193,6 @@ def default_name(source: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).lower()
 
 
-@contextlib.contextmanager
-def _global_tracking_uri(uri: str):
-    # Where none was set, None restores that: get_tracking_uri() would answer MLflow's default, sqlite:///mlflow.db,
-    # and setting it back would point the caller's later MLflow calls at an mlflow.db in its working directory.
-    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(previous)
-
-
 def champion(client: MlflowClient, name: str):
     """The version the `champion` alias points at, or None."""
     try:
@@ -300,7 +289,7 @@ def register_best(tracking_uri: str, run_id: str, name: str, dataset_hash: str,
     except MlflowException as error:
         if error.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    with _global_tracking_uri(tracking_uri):  # a local store resolves a models:/ source through the global one
+    with global_tracking_uri(tracking_uri):  # a local store resolves a models:/ source through the global one
         version = client.create_model_version(name, source=f"models:/{best.model_id}", run_id=run_id, tags=tags,
                                               model_id=best.model_id)
     current = champion(client, name)

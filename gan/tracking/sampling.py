@@ -4,6 +4,7 @@ straight line between two points passes through improbably short vectors; White 
 Networks")."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 
 from gan.shards import storage
+from gan.tracking.global_uri import global_tracking_uri
 from gan.training.images import GRID_COLUMNS, class_rows, image_grid
 from gan.training.models import PackedClassInput
 
@@ -46,12 +48,12 @@ def load(reference: str, tracking_uri: str = "") -> Sampler:
     """`models:/NAME@ALIAS`, `models:/NAME/VERSION`, `models:/<model id>`, `runs:/<run id>/<path>` (MLflow; needs
     only mlflow and torch), or a Ray Train checkpoint directory (local or s3://; needs this package)."""
     if reference.startswith(MLFLOW_SCHEMES):
-        if tracking_uri:
-            mlflow.set_tracking_uri(tracking_uri)
-        info = mlflow.models.get_model_info(reference)
+        with global_tracking_uri(tracking_uri) if tracking_uri else contextlib.nullcontext():
+            info = mlflow.models.get_model_info(reference)
+            module = mlflow.pytorch.load_model(reference, map_location="cpu")
         num_classes = int((info.metadata or {}).get("num_classes", 0))
         latent_dim = int(info.signature.inputs.inputs[0].shape[-1]) - (1 if num_classes else 0)
-        return Sampler(mlflow.pytorch.load_model(reference, map_location="cpu"), latent_dim, reference, num_classes)
+        return Sampler(module, latent_dim, reference, num_classes)
     if storage.is_s3(reference) or Path(reference).is_dir():
         from gan.training.checkpoint import load_generator
 
