@@ -17,9 +17,9 @@ from gan.shards.image_codec import IMAGE_FORMATS
 # A conditional G without it covered less of each class than real digits do (recall 0.79 at 120 kimg on MNIST, the
 # fake samples' k-NN radii 10% below the real ones'); docs/quality.md, "The default, chosen". The weight trades
 # precision for recall: over 4-5 seeds, 0.5 gave 0.89 / 0.85, 0.75 gave 0.88 / 0.86 with both >= 0.85 on every
-# seed, 1 gave 0.86 / 0.86 (docs/quality.md#mode-seeking-weight-over-seeds).
+# seed, 1 gave 0.86 / 0.86 (docs/quality.md#a-second-machine-and-the-mode-seeking-weight-over-seeds).
 CONDITIONAL_MODE_SEEKING = 0.75
-DEFAULT_KIMG = 120.0  # the default run's length: two MNIST epochs, about 5 minutes on 2 CPU cores
+DEFAULT_KIMG = 120.0  # the default run's length: two MNIST epochs, 2 to 4 minutes of training on 2 CPU cores
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Entry point: parse the config, check it against its inputs, run the TorchTrainer (gan/run/launch.py).
 
-    python -m jobs.train                                         # data/mnist, 120 kimg (about 5 minutes on 2 cores)
+    python -m jobs.train                                         # data/mnist, 120 kimg (2 to 5 minutes on 2 cores)
     python -m jobs.train --shards data/digits --epochs 40        # the digits, bounded in epochs
     ray job submit --working-dir . -- python -m jobs.train --config my.yaml
 """
