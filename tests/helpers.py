@@ -40,8 +40,8 @@ def new_lows(values: list[float]) -> list[float]:
 
 def fid_of_model(uri: str, tracking_uri: str, shards: Path, samples: int, seed: int = 0) -> float:
     """quality/fid_domain of a logged generator (any MLflow model URI), loaded as a user would and measured here
-    the way a run's rank 0 measures it (gan/metrics/quality.py evaluate_generator: the same seeded z, and for a
-    conditional generator the same classes)."""
+    the way a run's rank 0 measures it (gan/metrics/quality.py evaluate_generator: the same seeded z, for a
+    conditional generator the same classes, averaged over the same samples: measured_noise, quality_of_draws)."""
     import torch
 
     from gan.metrics.classifier import load_reference, reference_location
