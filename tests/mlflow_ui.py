@@ -97,10 +97,19 @@ def chart_card(page, title: str):
     return card
 
 
-def plotted_line_count(card) -> int:
-    """Plotly draws each series as a path inside the card's svg; 0 means the chart is empty or not rendered."""
+def plotted_line_count(card, timeout_ms: int = 20_000) -> int:
+    """Plotly draws each series as a path inside the card's svg; 0 means the chart stayed empty for timeout_ms.
+
+    A single count is not enough: Plotly lays out the svg before it draws the traces, and MLflow redraws a chart when
+    its history arrives or its card moves, removing the lines for a moment. Under load a count landed in that moment
+    (CI, stop 34; reproduced with three busy loops beside chromium: 2 of 20 looks), so look until lines show."""
     card.locator("svg.main-svg").first.wait_for()
-    return card.locator("path.js-line").count()
+    lines = card.locator("path.js-line")
+    for _ in range(max(1, timeout_ms // 250)):
+        if count := lines.count():
+            return count
+        card.page.wait_for_timeout(250)
+    return lines.count()
 
 
 def sample_grid(page):
