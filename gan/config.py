@@ -11,7 +11,7 @@ from typing import ClassVar
 
 from gan.config_fields import (  # noqa: F401 - jobs read these here
     ConfigError, absolute, from_dict, option, parse, resolve_tracking_uri, to_dict, validate)
-from gan.search_axes import DEFAULT_SEARCH, Distribution, parse_search
+from gan.search_axes import DEFAULT_SEARCH, RANDOM_SEARCH_TRIALS, Distribution, parse_search
 from gan.shards.image_codec import IMAGE_FORMATS
 
 # A conditional G without it covered less of each class than real digits do (recall 0.79 at 120 kimg on MNIST, the
@@ -214,7 +214,9 @@ class SweepConfig(TrainConfig):
     # ASHA's rungs and PBT's generations are counted in epochs, so a sweep always has an epoch bound.
     epochs: int = option(10, "Data epochs per trial (ASHA and PBT schedule by them); --kimg may end a trial sooner.",
                          min=1, max=100_000)
-    num_samples: int = option(4, "Trials (with --grid: trials per grid point).", min=1, max=10_000)
+    num_samples: int = option(0, f"Trials of a random search (0 = {RANDOM_SEARCH_TRIALS}); with --grid each point runs once "
+                                 "(repeat it over seeds with a seed axis: --search '... seed=0,1,2').",
+                              min=0, max=10_000)
     max_concurrent_trials: int = option(1, "Trials at once, each on --num-workers x --cpus-per-worker CPUs.", min=1)
     scheduler: str = option("asha", "asha (stop lagging trials at each rung), pbt (lagging trials continue from a "
                                     "leader's checkpoint, learning rates perturbed) or fifo.",
@@ -224,8 +226,7 @@ class SweepConfig(TrainConfig):
     perturbation_interval: int = option(2, "PBT: epochs between exploit/explore decisions.", min=1)
     search: str = option(DEFAULT_SEARCH, "Space-separated FIELD=SPEC axes, SPEC V1,V2,... or loguniform(LOW,HIGH) / "
                                          "uniform(LOW,HIGH); FIELD any training field or lr_d_ratio (D's lr / G's).")
-    grid: bool = option(False, "Grid search: every combination of the --search lists, --num-samples times each; "
-                               "else random search.")
+    grid: bool = option(False, "Grid search: every combination of the --search lists, once each; else random search.")
     resume: bool = option(False, "Continue the sweep --run-name from its storage path (Tuner.restore).")
 
     def search_axes(self) -> dict[str, list | Distribution]:
@@ -243,6 +244,15 @@ class SweepConfig(TrainConfig):
                               f"{self.epochs}, or PBT never perturbs a trial")
         if not self.quality_every:
             raise ConfigError("--quality-every 0: the sweep ranks trials by quality/fid_domain; give it epochs >= 1")
+        if self.grid and self.num_samples > 1:
+            # Tune would repeat every grid point with the same settings and seed: the same run, paid for again.
+            raise ConfigError(f"--grid --num-samples {self.num_samples} would train each grid point {self.num_samples} "
+                              f"times with the same settings and --seed: to repeat a point over seeds, drop "
+                              f"--num-samples and add a seed axis, e.g. --search '... seed=0,1,2'")
+
+    def trial_count(self) -> int:
+        """Tune's num_samples: --num-samples for a random search, one pass over the points of a grid."""
+        return 1 if self.grid else self.num_samples or RANDOM_SEARCH_TRIALS
 
 
 @dataclass

@@ -13,6 +13,7 @@ from gan.config_fields import ConfigError, coerce, field_type, validate
 LR_D_RATIO = "lr_d_ratio"  # a sweep-only axis: the trial's lr_d is lr x this (1 = one shared rate)
 # lr spans the default (1.6e-3, chosen in docs/quality.md) by 8x below and 2.5x above, on a log scale
 DEFAULT_SEARCH = "lr=loguniform(2e-4,4e-3) latent_dim=32,64,100,128"
+RANDOM_SEARCH_TRIALS = 4  # the default --num-samples of a random search over DEFAULT_SEARCH
 # Every trial's name, summary row and the parent's best.* tags show these, searched or not; other axes are extras.
 TRIAL_SETTINGS = ("lr", "latent_dim", LR_D_RATIO)
 # Training fields --search refuses, and why: every trial must share them for the comparison (and the sweep's

@@ -197,12 +197,27 @@ def test_a_trial_that_reached_its_kimg_counts_as_completed_not_stopped(last_repo
     (["--quality-every", "0"], "ranks trials by quality/fid_domain"),
     (["--scheduler", "pbt", "--epochs", "4", "--perturbation-interval", "4"], "or PBT never perturbs a trial"),
     (["--scheduler", "pbt", "--search", "latent_dim=32,64"], "--scheduler pbt perturbs the learning rate"),
+    (["--grid", "--num-samples", "3", "--search", "lr=1e-4,2e-4"],
+     "--grid --num-samples 3 would train each grid point 3 times with the same settings and --seed"),
 ])
 def test_bad_sweep_settings_are_rejected_before_ray_starts(argv, message):
     from gan.config import ConfigError, SweepConfig, parse
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         parse(SweepConfig, argv)
+
+
+def test_a_grid_runs_each_point_once_and_repeats_it_over_a_seed_axis():
+    from ray.tune.search.variant_generator import generate_variants
+
+    from gan.config import SweepConfig, parse
+    from gan.sweep.tune import search_space
+
+    grid = parse(SweepConfig, ["--grid", "--search", "lr=1e-4,2e-4 seed=0,1,2"])
+    assert grid.trial_count() == 1  # Tune's num_samples: one pass over the grid
+    trials = [trial for _ in range(grid.trial_count()) for _, trial in generate_variants(search_space(grid))]
+    assert sorted((t["lr"], t["seed"]) for t in trials) == [(lr, seed) for lr in (1e-4, 2e-4) for seed in (0, 1, 2)]
+    assert parse(SweepConfig, []).trial_count() == 4 and parse(SweepConfig, ["--num-samples", "7"]).trial_count() == 7
 
 
 def test_search_adds_any_training_field_as_an_axis_with_typed_checked_values():

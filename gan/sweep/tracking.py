@@ -25,9 +25,9 @@ def open_parent_run(config: SweepConfig, facts: dict[str, str]) -> str:
     over = ", ".join(f"{name} ({axis if isinstance(axis, Distribution) else ','.join(map(str, axis))})"
                      for name, axis in axes.items())
     kind = "grid" if config.grid else "random"
-    description = (f"Ray Tune sweep, a {kind} search over {over}; {config.num_samples} sample(s)"
-                   f"{' per grid point' if config.grid else ''}, {scheduler} on quality/fid_domain; child runs are the "
-                   f"trials, summary.csv and summary.png the outcome.")
+    trials = "a trial per grid point" if config.grid else f"{config.trial_count()} trials"
+    description = (f"Ray Tune sweep, a {kind} search over {over}; {trials}, {scheduler} on quality/fid_domain; child "
+                   f"runs are the trials, summary.csv and summary.png the outcome.")
     per_trial = {*axes, *(("lr_d",) if {"lr", LR_D_RATIO} & set(axes) else ())}
     shared = {k: v for k, v in to_dict(config).items() if k not in per_trial}
     return open_run(config.tracking_uri, config.experiment, config.artifact_root, config.run_name,

@@ -186,7 +186,7 @@ def build_tuner(config: SweepConfig, train: TrainConfig, parent_run_id: str | No
         trainable,
         param_space={**search_space(config), "train": to_dict(train), "parent_run_id": parent_run_id,
                      "pbt_interval": config.perturbation_interval if config.scheduler == "pbt" else 0},
-        tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, scheduler=scheduler, num_samples=config.num_samples,
+        tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, scheduler=scheduler, num_samples=config.trial_count(),
                                     max_concurrent_trials=config.max_concurrent_trials,
                                     trial_dirname_creator=lambda trial: f"trial-{trial.trial_id}"),
         run_config=tune.RunConfig(name=train.run_name, storage_path=storage_path, storage_filesystem=filesystem,
