@@ -91,6 +91,22 @@ def test_the_parent_carries_the_best_trials_whole_config_and_jobs_train_reads_it
 
 
 @pytest.mark.slow
+def test_the_sweep_table_shows_each_trials_measurements_and_its_best_one(swept):
+    from bench.sweep_table import markdown, sweep_rows
+
+    client, _, children = _runs(swept)
+    rows = {row["trial"]: row for row in sweep_rows(client, "dcgan", "sw")}
+    assert set(rows) == {child.info.run_name for child in children}
+    for child in children:
+        row, fids = rows[child.info.run_name], metric_values(client, child.info.run_id, "quality/fid_domain")
+        assert [m["fid_domain"] for m in row["measurements"]] == fids  # every measurement, in order
+        assert row["best"]["fid_domain"] == min(fids)
+        assert row["best"]["x_floor"] == pytest.approx(min(fids) / child.data.metrics["quality/fid_domain_floor"])
+        assert 0 <= row["best"]["quality/recall"] <= 1 and 0 < row["minutes"] < 15  # read at the best step, not NaN
+    assert markdown(list(rows.values())).count("\n") == len(children) + 1  # a header, its rule, a line per trial
+
+
+@pytest.mark.slow
 def test_every_trial_keeps_its_best_generator_and_the_parent_points_at_the_best_one(swept):
     client, (parent,), children = _runs(swept)
     tracking = f"sqlite:///{swept / 'mlruns.db'}"
