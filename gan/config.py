@@ -214,8 +214,8 @@ class SweepConfig(TrainConfig):
     # ASHA's rungs and PBT's generations are counted in epochs, so a sweep always has an epoch bound.
     epochs: int = option(10, "Data epochs per trial (ASHA and PBT schedule by them); --kimg may end a trial sooner.",
                          min=1, max=100_000)
-    num_samples: int = option(0, f"Trials of a random search (0 = {RANDOM_SEARCH_TRIALS}); with --grid each point runs once "
-                                 "(repeat it over seeds with a seed axis: --search '... seed=0,1,2').",
+    num_samples: int = option(0, f"Trials of a random search (0 = {RANDOM_SEARCH_TRIALS}); with --grid each point "
+                                 "runs once (repeat it over seeds with a seed axis: --search '... seed=0,1,2').",
                               min=0, max=10_000)
     max_concurrent_trials: int = option(1, "Trials at once, each on --num-workers x --cpus-per-worker CPUs.", min=1)
     scheduler: str = option("asha", "asha (stop lagging trials at each rung), pbt (lagging trials continue from a "
